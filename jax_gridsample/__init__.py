@@ -1,0 +1,10 @@
+"""torch.nn.functional.grid_sample and affine_grid for JAX, with torch's exact semantics."""
+
+from jax_gridsample._affine_grid import affine_grid as affine_grid
+from jax_gridsample._grid_sample import MODES as MODES
+from jax_gridsample._grid_sample import PADDING_MODES as PADDING_MODES
+from jax_gridsample._grid_sample import grid_sample as grid_sample
+
+__version__ = "0.1.0"
+
+__all__ = ["MODES", "PADDING_MODES", "affine_grid", "grid_sample"]

@@ -1,0 +1,147 @@
+"""`grid_sample`: torch.nn.functional.grid_sample in JAX."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+from jax_gridsample import _checks
+from jax_gridsample._coordinates import PADDING_FNS
+from jax_gridsample._kernels import TAP_FNS, sample_one
+
+MODES = tuple(TAP_FNS)
+PADDING_MODES = tuple(PADDING_FNS)
+
+
+def grid_sample(
+    input: ArrayLike,  # noqa: A002 -- torch's argument name
+    grid: ArrayLike,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    align_corners: bool | None = None,
+) -> jax.Array:
+    """Samples ``input`` at the points of ``grid``, like `torch.nn.functional.grid_sample`.
+
+    Same arguments, same defaults and the same numbers as torch (CPU, float32
+    and float64) for every mode, padding mode and ``align_corners``, values
+    and gradients alike. Gradients come from JAX autodiff, so `jax.grad`,
+    `jax.jvp`, `jax.vjp` and `jax.hessian` work w.r.t. both ``input`` and
+    ``grid``.
+
+    Conventions:
+      ``grid`` holds normalised coordinates: ``grid[..., 0]`` is x and indexes
+      the *last* input axis (width), ``grid[..., 1]`` is y (height) and, for
+      5-D input, ``grid[..., 2]`` is z (depth). -1 and 1 are the left and right
+      ends of the input. With ``align_corners=True`` they are the centres of
+      the corner pixels (``x = (g + 1) / 2 * (W - 1)``); with ``False`` they
+      are the outer edges of the corner pixels (``x = ((g + 1) * W - 1) / 2``).
+      Points outside are padded by ``padding_mode``: ``"zeros"`` reads 0,
+      ``"border"`` clamps to the edge pixel, ``"reflection"`` mirrors about the
+      border (pixel centres or edges, as ``align_corners`` says).
+
+    Args:
+      input: `(N, C, H, W)` or `(N, C, D, H, W)` array of float16, bfloat16,
+        float32 or float64.
+      grid: `(N, H_out, W_out, 2)` or `(N, D_out, H_out, W_out, 3)` array of
+        the same dtype as ``input``.
+      mode: ``"bilinear"`` (trilinear for 5-D input), ``"nearest"`` (ties
+        round half to even) or ``"bicubic"`` (4-D input only; cubic
+        convolution with a = -0.75, padding applied to each tap).
+      padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``.
+      align_corners: see Conventions. None means False, torch's default
+        (without torch's warning).
+
+    Returns:
+      `(N, C, H_out, W_out)` or `(N, C, D_out, H_out, W_out)` array with the
+      dtype of ``input``.
+
+    Raises:
+      TypeError: non-array arguments, non-float or mismatched dtypes, or a
+        non-bool ``align_corners``.
+      ValueError: unknown ``mode`` or ``padding_mode``, wrong ranks, batch
+        sizes or last grid dimension, or an empty input spatial dimension.
+      NotImplementedError: ``mode="bicubic"`` with 5-D input (as torch).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jax_gridsample import grid_sample
+      >>> image = jnp.arange(16.0).reshape(1, 1, 4, 4)
+      >>> grid = jnp.array([[[[-0.5, -0.5], [0.5, -0.5]],
+      ...                    [[-0.5, 0.5], [0.5, 0.5]]]])
+      >>> grid_sample(image, grid, align_corners=False)[0, 0]
+      Array([[ 3.5,  5.5],
+             [11.5, 13.5]], dtype=float32)
+
+    Note:
+      Where torch has no single answer, this function picks one and uses it
+      for 4-D and 5-D input alike: non-finite grid values follow torch's CPU
+      4-D forward (NaN or ±inf gives NaN with zeros padding for bilinear and
+      bicubic and 0 for nearest; border sends NaN and -inf to the first
+      pixel and +inf to the last; reflection sends all three to the first
+      pixel), and their gradients are finite w.r.t. ``input`` (torch crashes
+      or returns garbage there). Huge finite grid values never give NaN
+      (torch #51911). float16 and bfloat16 are computed in float32 and
+      rounded once, as torch does on CUDA.
+    """
+    mode = _checks.check_choice("mode", mode, MODES)
+    padding_mode = _checks.check_choice("padding_mode", padding_mode, PADDING_MODES)
+    align_corners = _checks.check_align_corners(align_corners)
+    input = _checks.as_array("input", input)  # noqa: A001
+    grid = _checks.as_array("grid", grid)
+    _check_shapes(input, grid, mode)
+    _checks.check_float_dtype("input", input)
+    if grid.dtype != input.dtype:
+        raise TypeError(
+            f"grid must have the dtype of input ({input.dtype}), got {grid.dtype}"
+        )
+
+    out_shape = input.shape[:2] + grid.shape[1:-1]
+    if 0 in out_shape:
+        return jnp.zeros(out_shape, input.dtype)
+    return _grid_sample(input, grid, mode, padding_mode, align_corners)
+
+
+def _check_shapes(input: jax.Array, grid: jax.Array, mode: str) -> None:  # noqa: A002
+    if input.ndim not in (4, 5):
+        raise ValueError(
+            "input must be 4-D (N, C, H, W) or 5-D (N, C, D, H, W), "
+            f"got {input.ndim}-D with shape {input.shape}"
+        )
+    ndim = input.ndim - 2
+    expected = "(N, H_out, W_out, 2)" if ndim == 2 else "(N, D_out, H_out, W_out, 3)"
+    if grid.ndim != input.ndim or grid.shape[-1] != ndim:
+        raise ValueError(
+            f"grid must have shape {expected} for a {input.ndim}-D input, got {grid.shape}"
+        )
+    if grid.shape[0] != input.shape[0]:
+        raise ValueError(
+            "grid must have the batch size of input "
+            f"({input.shape[0]}), got {grid.shape[0]} (grid shape {grid.shape})"
+        )
+    if 0 in input.shape[2:]:
+        raise ValueError(f"input must have non-empty spatial dimensions, got shape {input.shape}")
+    if mode == "bicubic" and ndim == 3:
+        raise NotImplementedError(
+            "mode='bicubic' supports 4-D input only (as torch), got a 5-D input "
+            f"with shape {input.shape}"
+        )
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "padding_mode", "align_corners"))
+def _grid_sample(
+    input: jax.Array,  # noqa: A002
+    grid: jax.Array,
+    mode: str,
+    padding_mode: str,
+    align_corners: bool,
+) -> jax.Array:
+    # Half types are computed in float32 and rounded once (SPEC decision 6).
+    compute = jnp.promote_types(input.dtype, jnp.float32)
+    kernel = functools.partial(
+        sample_one, mode=mode, padding_mode=padding_mode, align_corners=align_corners
+    )
+    out = jax.vmap(kernel)(input.astype(compute), grid.astype(compute))
+    return out.astype(input.dtype)

@@ -1,0 +1,154 @@
+"""Interpolation kernels as per-axis taps, and the gather that combines them.
+
+A *tap* is one input position read along one axis, with its weight and a
+validity mask. Linear interpolation has two taps per axis, cubic four and
+nearest one. The taps of all axes are combined by an outer product into the
+``K`` corners of the interpolation stencil, which are read with one gather.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jax_gridsample._coordinates import PADDING_FNS, unnormalize
+
+# Cubic convolution constant used by torch (and by Keys' bicubic with a=-0.75).
+_A = -0.75
+
+
+class Taps(NamedTuple):
+    """The taps of one axis for ``P`` sample points.
+
+    Attributes:
+      index: `(T, P)` float positions of the taps along the axis (integers,
+        or NaN/inf for non-finite grid values).
+      weight: `(T, P)` interpolation weights, or None for nearest.
+      valid: `(T, P)` bool, False where the tap lies outside the input.
+    """
+
+    index: jax.Array
+    weight: jax.Array | None
+    valid: jax.Array
+
+
+def _in_range(index: jax.Array, size: int) -> jax.Array:
+    # Comparisons are False for NaN, so non-finite taps are invalid.
+    return (index >= 0.0) & (index <= size - 1.0)
+
+
+def _linear_taps(x: jax.Array, size: int, padding_mode: str, align_corners: bool) -> Taps:
+    x = PADDING_FNS[padding_mode](x, size, align_corners)
+    x0 = jnp.floor(x)
+    frac = x - x0
+    index = jnp.stack([x0, x0 + 1.0])
+    weight = jnp.stack([1.0 - frac, frac])
+    return Taps(index, weight, _in_range(index, size))
+
+
+def _nearest_taps(x: jax.Array, size: int, padding_mode: str, align_corners: bool) -> Taps:
+    # Round half to even *after* padding, then mask (SPEC §4.2, torch #149013).
+    index = jnp.round(PADDING_FNS[padding_mode](x, size, align_corners))[None]
+    return Taps(index, None, _in_range(index, size))
+
+
+def _cubic_weights(t: jax.Array) -> jax.Array:
+    """Cubic-convolution weights of the taps at offsets -1, 0, 1, 2 (SPEC §4.3)."""
+
+    def near(s):  # |s| <= 1
+        return ((_A + 2.0) * s - (_A + 3.0)) * s * s + 1.0
+
+    def far(s):  # 1 < |s| < 2
+        return ((_A * s - 5.0 * _A) * s + 8.0 * _A) * s - 4.0 * _A
+
+    return jnp.stack([far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)])
+
+
+def _cubic_taps(x: jax.Array, size: int, padding_mode: str, align_corners: bool) -> Taps:
+    # The centre is not padded; each of the four taps is, independently, so
+    # border and reflection can overshoot near the edge (SPEC §4.3).
+    x0 = jnp.floor(x)
+    weight = _cubic_weights(x - x0)
+    offsets = jnp.arange(-1.0, 3.0, dtype=x.dtype)[:, None]
+    index = PADDING_FNS[padding_mode](x0[None] + offsets, size, align_corners)
+    # A non-finite centre makes the weights NaN: the output is NaN, but no
+    # tap is read, so the gradient w.r.t. the input stays finite.
+    valid = _in_range(index, size) & jnp.isfinite(x)[None]
+    return Taps(index, weight, valid)
+
+
+TapFn = Callable[[jax.Array, int, str, bool], Taps]
+
+# Interpolation mode -> per-axis tap function.
+TAP_FNS: dict[str, TapFn] = {
+    "bilinear": _linear_taps,
+    "nearest": _nearest_taps,
+    "bicubic": _cubic_taps,
+}
+
+
+def sample_one(
+    inp: jax.Array,
+    grid: jax.Array,
+    *,
+    mode: str,
+    padding_mode: str,
+    align_corners: bool,
+) -> jax.Array:
+    """Samples one example: the kernel that `grid_sample` vmaps over the batch.
+
+    Args:
+      inp: `(C, *spatial)` input, with `len(spatial) == d` (2 or 3).
+      grid: `(*out, d)` normalised coordinates; ``grid[..., 0]`` indexes the
+        last spatial axis (x, width), ``grid[..., 1]`` the one before it.
+      mode: key of `TAP_FNS`.
+      padding_mode: key of `PADDING_FNS`.
+      align_corners: see `unnormalize`.
+
+    Returns:
+      `(C, *out)` samples, dtype of ``inp``.
+    """
+    spatial = inp.shape[1:]
+    ndim = len(spatial)
+    out_shape = grid.shape[:-1]
+    points = grid.reshape(-1, ndim)
+
+    # Taps per spatial axis, in the input's axis order (z, y, x).
+    taps = []
+    for axis, size in enumerate(spatial):
+        coord = unnormalize(points[:, ndim - 1 - axis], size, align_corners)
+        taps.append(TAP_FNS[mode](coord, size, padding_mode, align_corners))
+
+    # Outer product of the per-axis taps -> K stencil corners.
+    flat_index, valid, weight = [], [], []
+    for combo in itertools.product(*(range(t.index.shape[0]) for t in taps)):
+        idx = jnp.zeros(points.shape[:1], jnp.int32)
+        ok = jnp.ones(points.shape[:1], bool)
+        w = None
+        for axis, (t, k) in enumerate(zip(taps, combo, strict=True)):
+            ok = ok & t.valid[k]
+            stride = 1
+            for s in spatial[axis + 1 :]:
+                stride *= s
+            # Invalid taps read index 0 and are masked out below.
+            safe = jnp.where(t.valid[k], t.index[k], 0.0).astype(jnp.int32)
+            idx = idx + safe * stride
+            if t.weight is not None:
+                w = t.weight[k] if w is None else w * t.weight[k]
+        flat_index.append(idx)
+        valid.append(ok)
+        weight.append(w)
+
+    index = jnp.stack(flat_index)  # (K, P)
+    mask = jnp.stack(valid)  # (K, P)
+    values = inp.reshape(inp.shape[0], -1).at[:, index].get(mode="promise_in_bounds")
+    values = jnp.where(mask[None], values, 0.0)  # (C, K, P)
+    if weight[0] is None:
+        out = values[:, 0]
+    else:
+        out = jnp.sum(values * jnp.stack(weight)[None], axis=1)
+    return out.reshape(inp.shape[0], *out_shape)

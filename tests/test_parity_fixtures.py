@@ -1,0 +1,82 @@
+"""Parity with torch on saved fixtures (tests/fixtures/generate.py): no torch needed."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+from conftest import as_jax, assert_close, load_cases, x64_if
+
+from jax_gridsample import affine_grid, grid_sample
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _forward_and_grads(x, g, ct, mode, padding_mode, align_corners):
+    out, vjp = jax.vjp(
+        lambda a, b: grid_sample(a, b, mode, padding_mode, align_corners), x, g
+    )
+    return (out, *vjp(ct))
+
+
+def _check_case(case, arrays, *, grad_mask=None):
+    dtype = case["dtype"]
+    with x64_if(dtype):
+        x, g, ct = (as_jax(arrays[k], dtype) for k in ("input", "grid", "cotangent"))
+        out, gx, gg = _forward_and_grads(
+            x, g, ct, case["mode"], case["padding_mode"], case["align_corners"]
+        )
+    for a in (out, gx, gg):
+        assert a.dtype == np.dtype(dtype) if dtype != "bfloat16" else str(a.dtype) == dtype
+    exact = case["mode"] == "nearest"
+    assert_close(out, arrays["out"], dtype, what="output", exact=exact)
+    assert_close(gx, arrays["grad_input"], dtype, what="grad_input")
+    gg, ref = np.asarray(gg, np.float64), arrays["grad_grid"]
+    if grad_mask is not None:  # points whose output is NaN may have NaN grid gradients
+        gg, ref = gg[grad_mask], ref[grad_mask]
+    assert_close(gg, ref, dtype, what="grad_grid", exact=exact)
+
+
+_, MATRIX, MATRIX_ARRAYS = load_cases("grid_sample.npz")
+_, HALF, HALF_ARRAYS = load_cases("half.npz")
+_, HOSTILE, HOSTILE_ARRAYS = load_cases("hostile.npz")
+_, AFFINE, AFFINE_ARRAYS = load_cases("affine_grid.npz")
+
+
+@pytest.mark.parametrize("i", range(len(MATRIX)), ids=[c["id"] for c in MATRIX])
+def test_matrix(i):
+    _check_case(MATRIX[i], MATRIX_ARRAYS(i))
+
+
+@pytest.mark.parametrize("i", range(len(HALF)), ids=[c["id"] for c in HALF])
+def test_half_dtypes(i):
+    _check_case(HALF[i], HALF_ARRAYS(i))
+
+
+@pytest.mark.parametrize("i", range(len(HOSTILE)), ids=[c["id"] for c in HOSTILE])
+def test_nonfinite_and_huge_grids(i):
+    arrays = HOSTILE_ARRAYS(i)
+    finite_points = ~arrays["nan_out"][:, 0]
+    _check_case(HOSTILE[i], arrays, grad_mask=finite_points)
+
+
+@pytest.mark.parametrize("i", range(len(AFFINE)), ids=[c["id"] for c in AFFINE])
+def test_affine_grid(i):
+    case, arrays = AFFINE[i], AFFINE_ARRAYS(i)
+    dtype = case["dtype"]
+    with x64_if(dtype):
+        theta, ct = as_jax(arrays["theta"], dtype), as_jax(arrays["cotangent"], dtype)
+        out, vjp = jax.vjp(
+            lambda t: affine_grid(t, case["size"], align_corners=case["align_corners"]), theta
+        )
+        (grad_theta,) = vjp(ct)
+    assert out.dtype == np.dtype(dtype)
+    assert_close(out, arrays["out"], dtype, what="grid")
+    assert_close(grad_theta, arrays["grad_theta"], dtype, what="grad_theta")
+
+
+def test_fixture_provenance():
+    meta, cases, _ = load_cases("grid_sample.npz")
+    assert meta["torch_version"].startswith("2.")
+    assert len(cases) == 648
