@@ -8,6 +8,7 @@ nearest one. The taps of all axes are combined by an outer product into the
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable
 from typing import NamedTuple
@@ -123,22 +124,25 @@ def sample_one(
         coord = unnormalize(points[:, ndim - 1 - axis], size, align_corners)
         taps.append(TAP_FNS[mode](coord, size, padding_mode, align_corners))
 
-    # Outer product of the per-axis taps -> K stencil corners.
+    # Flat offsets of each axis's taps; invalid taps read offset 0 and are
+    # masked out after the gather.
+    offsets = []
+    stride = 1
+    for axis in reversed(range(ndim)):
+        t = taps[axis]
+        offsets.insert(0, jnp.where(t.valid, t.index, 0.0).astype(jnp.int32) * stride)
+        stride *= spatial[axis]
+
+    # Outer product of the per-axis taps -> K stencil corners. (A broadcast
+    # formulation compiles faster but crashed XLA CPU under jax.hessian in
+    # jax 0.10.2, so the corners are built one by one.)
     flat_index, valid, weight = [], [], []
     for combo in itertools.product(*(range(t.index.shape[0]) for t in taps)):
-        idx = jnp.zeros(points.shape[:1], jnp.int32)
-        ok = jnp.ones(points.shape[:1], bool)
+        idx = sum(off[k] for off, k in zip(offsets, combo, strict=True))
+        ok = functools.reduce(jnp.logical_and, [t.valid[k] for t, k in zip(taps, combo)])
         w = None
-        for axis, (t, k) in enumerate(zip(taps, combo, strict=True)):
-            ok = ok & t.valid[k]
-            stride = 1
-            for s in spatial[axis + 1 :]:
-                stride *= s
-            # Invalid taps read index 0 and are masked out below.
-            safe = jnp.where(t.valid[k], t.index[k], 0.0).astype(jnp.int32)
-            idx = idx + safe * stride
-            if t.weight is not None:
-                w = t.weight[k] if w is None else w * t.weight[k]
+        if taps[0].weight is not None:
+            w = functools.reduce(jnp.multiply, [t.weight[k] for t, k in zip(taps, combo)])
         flat_index.append(idx)
         valid.append(ok)
         weight.append(w)

@@ -1,0 +1,184 @@
+"""What JAX gives beyond torch: jvp, hessian, check_grads, vmap, jit caching."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from jax_gridsample import affine_grid, grid_sample
+from jax_gridsample._grid_sample import _grid_sample
+
+COMBOS = [
+    (ndim, mode, pad, align)
+    for ndim, mode, pad, align in itertools.product(
+        (2, 3), ("bilinear", "nearest", "bicubic"), ("zeros", "border", "reflection"),
+        (False, True)
+    )
+    if not (ndim == 3 and mode == "bicubic")
+]
+IDS = [f"{n + 2}d-{m}-{p}-ac{int(a)}" for n, m, p, a in COMBOS]
+
+
+def _smooth_grid(rng, spatial, out, align):
+    """Grid points at least 0.1 pixel away from every kink (integers, borders)."""
+    ndim = len(spatial)
+    comps = []
+    for k in range(ndim):
+        size = spatial[ndim - 1 - k]
+        x = rng.integers(0, max(size - 1, 1), out) + rng.uniform(0.1, 0.9, out)
+        if size == 1:
+            x = np.zeros(out)
+        comps.append(2 * x / (size - 1) - 1 if align and size > 1 else (2 * x + 1) / size - 1)
+    return np.stack(comps, -1)[None]
+
+
+@pytest.mark.parametrize("ndim,mode,pad,align", COMBOS, ids=IDS)
+def test_check_grads_float64(ndim, mode, pad, align):
+    rng = np.random.default_rng(0)
+    spatial = (3, 4, 5)[-ndim:]
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.standard_normal((1, 2) + spatial))
+        g = jnp.asarray(_smooth_grid(rng, spatial, (2, 3) if ndim == 2 else (2, 2, 2), align))
+
+        def f(x, g):
+            return grid_sample(x, g, mode, pad, align)
+
+        # Linear in the input, for every mode (so order 1 says it all).
+        check_grads(lambda x: f(x, g), (x,), order=1, modes=("fwd", "rev"))
+        if mode != "nearest":
+            check_grads(lambda g: f(x, g), (g,), order=2, modes=("fwd", "rev"), eps=1e-5)
+        else:  # piecewise constant: the grid gradient is exactly zero
+            assert not np.any(np.asarray(jax.grad(lambda g: f(x, g).sum())(g)))
+
+
+@pytest.mark.parametrize("ndim,mode,pad,align", COMBOS, ids=IDS)
+def test_jvp_vjp_consistent_and_hessian_finite(ndim, mode, pad, align):
+    rng = np.random.default_rng(1)
+    spatial = (3, 4, 5)[-ndim:]
+    x = jnp.asarray(rng.standard_normal((2, 2) + spatial), jnp.float32)
+    # Include exact pixel positions and borders: derivatives must stay finite.
+    g = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, -1.25], (2,) + (3,) * ndim + (ndim,))
+    g = jnp.asarray(g + rng.uniform(-0.5, 0.5, g.shape) * (rng.random(g.shape) < 0.5),
+                    jnp.float32)
+    tx = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+    tg = jnp.asarray(rng.standard_normal(g.shape), jnp.float32)
+
+    def f(x, g):
+        return grid_sample(x, g, mode, pad, align)
+
+    out, jvp_out = jax.jvp(f, (x, g), (tx, tg))
+    ct = jnp.asarray(rng.standard_normal(out.shape), jnp.float32)
+    _, vjp = jax.vjp(f, x, g)
+    vx, vg = vjp(ct)
+    lhs = float(jnp.vdot(jvp_out, ct))
+    rhs = float(jnp.vdot(tx, vx) + jnp.vdot(tg, vg))
+    assert abs(lhs - rhs) <= 1e-4 * max(1.0, abs(lhs))
+
+    hess = jax.hessian(lambda g: f(x, g)[0, 0].sum())(g)
+    assert np.all(np.isfinite(np.asarray(hess)))
+
+
+def test_vmap_over_extra_axis_matches_loop():
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal((3, 2, 4, 5, 6)), jnp.float32)
+    g = jnp.asarray(rng.uniform(-1.2, 1.2, (3, 2, 7, 8, 2)), jnp.float32)
+    f = jax.vmap(lambda a, b: grid_sample(a, b, "bicubic", "reflection", True))
+    batched = f(x, g)
+    looped = jnp.stack([grid_sample(x[i], g[i], "bicubic", "reflection", True) for i in range(3)])
+    np.testing.assert_allclose(np.asarray(batched), np.asarray(looped), rtol=1e-6, atol=1e-6)
+
+
+def test_same_shapes_compile_once():
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, 3, 9, 11)), jnp.float32)
+    g = jnp.asarray(rng.uniform(-1, 1, (2, 5, 7, 2)), jnp.float32)
+    grid_sample(x, g, "bilinear", "border", True)
+    before = _grid_sample._cache_size()
+    for _ in range(3):  # new values, same shapes and options
+        g = g + 0.01
+        grid_sample(x * 2.0, g, "bilinear", "border", True)
+    assert _grid_sample._cache_size() == before
+    grid_sample(x, g, "bilinear", "border", False)  # a new option does compile
+    assert _grid_sample._cache_size() == before + 1
+
+
+def test_user_jit_traces_once():
+    traces = []
+
+    @jax.jit
+    def f(x, g):
+        traces.append(None)
+        return grid_sample(x, g, align_corners=False)
+
+    x = jnp.ones((1, 1, 4, 4))
+    for v in (0.1, 0.2, 0.3):
+        f(x, jnp.full((1, 2, 2, 2), v))
+    assert len(traces) == 1
+
+
+@pytest.mark.parametrize(
+    "x_shape,g_shape,out_shape",
+    [
+        ((0, 2, 3, 4), (0, 5, 6, 2), (0, 2, 5, 6)),
+        ((2, 0, 3, 4), (2, 5, 6, 2), (2, 0, 5, 6)),
+        ((2, 3, 3, 4), (2, 0, 6, 2), (2, 3, 0, 6)),
+        ((1, 2, 2, 3, 4), (1, 2, 0, 3, 3), (1, 2, 2, 0, 3)),
+        ((0, 2, 2, 3, 4), (0, 2, 1, 3, 3), (0, 2, 2, 1, 3)),
+    ],
+)
+def test_empty_sizes(x_shape, g_shape, out_shape):
+    x, g = jnp.ones(x_shape), jnp.zeros(g_shape)
+    out = grid_sample(x, g)
+    assert out.shape == out_shape and out.dtype == x.dtype
+    gx, gg = jax.grad(lambda x, g: grid_sample(x, g).sum(), argnums=(0, 1))(x, g)
+    assert gx.shape == x_shape and gg.shape == g_shape
+    assert not np.any(np.asarray(gg))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
+def test_output_dtype_follows_input(dtype):
+    x = jnp.ones((1, 2, 3, 3), dtype)
+    g = jnp.zeros((1, 2, 2, 2), dtype)
+    for mode in ("bilinear", "nearest", "bicubic"):
+        assert grid_sample(x, g, mode).dtype == jnp.dtype(dtype)
+    assert affine_grid(jnp.ones((1, 2, 3), dtype), (1, 1, 2, 2)).dtype == jnp.dtype(dtype)
+
+
+def test_numpy_inputs_accepted():
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    g = np.zeros((1, 1, 1, 2), np.float32)
+    assert float(grid_sample(x, g, align_corners=True)[0, 0, 0, 0]) == pytest.approx(7.5)
+
+
+@pytest.mark.parametrize("pad", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+def test_grad_input_finite_for_nonfinite_grids(mode, pad):
+    """Decision 4: gradients never NaN for input, NaN for grid only where output is."""
+    x = jnp.arange(12.0).reshape(1, 1, 3, 4)
+    g = jnp.array([[[[jnp.nan, 0.0], [jnp.inf, 0.2], [-jnp.inf, jnp.nan], [0.3, -0.4]]]])
+    f = lambda x, g: grid_sample(x, g, mode, pad, False)  # noqa: E731
+    out = np.asarray(f(x, g))
+    gx, gg = jax.grad(lambda x, g: f(x, g).sum(), argnums=(0, 1))(x, g)
+    assert np.all(np.isfinite(np.asarray(gx)))
+    nan_points = np.isnan(np.asarray(gg)).any(-1)
+    assert np.all(np.isnan(out[:, 0])[nan_points])
+    assert np.isfinite(out[0, 0, 0, 3])
+
+
+def test_affine_grid_then_grid_sample_identity():
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 3, 5, 7)), jnp.float32)
+    theta = jnp.tile(jnp.array([[1.0, 0, 0], [0, 1.0, 0]]), (2, 1, 1))
+    for align in (False, True):
+        out = grid_sample(x, affine_grid(theta, x.shape, align), align_corners=align)
+        np.testing.assert_allclose(np.asarray(out), np.asarray(x), atol=1e-5)
+
+
+def test_affine_grid_gradient_check_float64():
+    with jax.enable_x64(True):
+        theta = jnp.asarray(np.random.default_rng(5).standard_normal((2, 3, 4)))
+        check_grads(lambda t: affine_grid(t, (2, 1, 3, 4, 5), False), (theta,), order=2)
