@@ -1,0 +1,52 @@
+"""Smoke tests of the examples (skipped without the `examples` extra)."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
+
+
+def _run(script, *args):
+    return subprocess.run([sys.executable, str(EXAMPLES / script), *args],
+                          capture_output=True, text=True, timeout=900, check=True).stdout
+
+
+def test_paste_masks_writes_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "paste.png"
+    stdout = _run("paste_masks.py", "--out", str(out))
+    assert out.stat().st_size > 10_000
+    # The seed's worked example with ERRATA.md's values is printed for both settings.
+    assert "align_corners=True: [[4.75, 6.25], [10.75, 12.25]]" in stdout
+    assert "align_corners=False: [[3.5, 5.5], [11.5, 13.5]]" in stdout
+
+
+def test_paste_masks_diamond_area():
+    sys.path.insert(0, str(EXAMPLES))
+    import jax.numpy as jnp
+    import numpy as np
+    from paste_masks import diamond, paste
+
+    mask = diamond()
+    pasted = np.asarray(paste(jnp.asarray(mask), jnp.array([100.0, 100.0, 200.0, 300.0])))
+    assert pasted.shape == (300, 500)
+    # The box is 100x200 pixels for a 100x100 mask: every mask pixel covers 2 image pixels.
+    assert abs(pasted.sum() - 2 * mask.sum()) < 0.01 * mask.sum()
+    assert pasted[:100].max() == 0 and pasted[:, 200:].max() == 0  # nothing outside the box
+
+
+def test_spatial_transformer_quick_run_learns(tmp_path):
+    for module in ("flax", "optax", "sklearn", "matplotlib"):
+        pytest.importorskip(module)
+    out = tmp_path / "stn.png"
+    stdout = _run("spatial_transformer.py", "--quick", "--out", str(out))
+    assert out.stat().st_size > 10_000
+    for line in stdout.splitlines():
+        if "loss" in line:  # "<name>: test accuracy A  loss FIRST -> LAST (...)"
+            first, last = (float(v) for v in line.split("loss")[1].split("(")[0].split("->"))
+            assert last < first - 0.05, line
