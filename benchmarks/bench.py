@@ -151,8 +151,9 @@ def bench_case(name, spec, args, torch, tdev):
     result["timings"] = {f"{k[0]} {k[1]}": _stats(v) for k, v in samples.items()}
     for tag in ("forward", "fwd+bwd"):
         if ("torch", tag) in samples:
-            result[f"ratio {tag}"] = (statistics.median(samples[("ours", tag)])
-                                      / statistics.median(samples[("torch", tag)]))
+            result[f"ratio {tag}"] = statistics.median(samples[("ours", tag)]) / statistics.median(
+                samples[("torch", tag)]
+            )
     return result
 
 
@@ -176,20 +177,28 @@ def main():
         else:
             tdev = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
     env = {
-        "jax": jax.__version__, "jax_gridsample": jax_gridsample.__version__,
-        "backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
-        "python": platform.python_version(), "machine": platform.machine(),
-        "torch": getattr(torch, "__version__", None), "torch_device": tdev,
+        "jax": jax.__version__,
+        "jax_gridsample": jax_gridsample.__version__,
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0].device_kind),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "torch": getattr(torch, "__version__", None),
+        "torch_device": tdev,
         "torch_threads": torch.get_num_threads() if torch is not None else None,
-        "dtype": args.dtype, "repeats": args.repeats, "inner": args.inner,
+        "dtype": args.dtype,
+        "repeats": args.repeats,
+        "inner": args.inner,
     }
     if torch is not None and tdev == "cuda":
         env["torch_device_name"] = torch.cuda.get_device_name()
     print(json.dumps(env))
     selected = [n for n in CASES if not args.cases or any(s in n for s in args.cases.split(","))]
     results = []
-    header = f"{'case':34s} {'ours fwd':>9s} {'torch fwd':>9s} {'ratio':>6s} " \
-             f"{'ours f+b':>9s} {'torch f+b':>9s} {'ratio':>6s}"
+    header = (
+        f"{'case':34s} {'ours fwd':>9s} {'torch fwd':>9s} {'ratio':>6s} "
+        f"{'ours f+b':>9s} {'torch f+b':>9s} {'ratio':>6s}"
+    )
     print(header)
     for name in selected:
         r = bench_case(name, CASES[name], args, torch, tdev)
@@ -199,17 +208,24 @@ def main():
         def ms(k, t=t):
             return f"{t[k]['median_ms']:9.3f}" if k in t else f"{'-':>9s}"
 
-        print(f"{name:34s} {ms('ours forward')} {ms('torch forward')} "
-              f"{r.get('ratio forward', float('nan')):6.2f} {ms('ours fwd+bwd')} "
-              f"{ms('torch fwd+bwd')} {r.get('ratio fwd+bwd', float('nan')):6.2f}", flush=True)
+        print(
+            f"{name:34s} {ms('ours forward')} {ms('torch forward')} "
+            f"{r.get('ratio forward', float('nan')):6.2f} {ms('ours fwd+bwd')} "
+            f"{ms('torch fwd+bwd')} {r.get('ratio fwd+bwd', float('nan')):6.2f}",
+            flush=True,
+        )
     summary = {}
     for tag in ("forward", "fwd+bwd"):
         ratios = [r[f"ratio {tag}"] for r in results if f"ratio {tag}" in r]
         if ratios:
-            summary[tag] = {"geomean_ratio": float(np.exp(np.mean(np.log(ratios)))),
-                            "max_ratio": max(ratios)}
-            print(f"{tag}: geometric mean ours/torch {summary[tag]['geomean_ratio']:.2f}, "
-                  f"worst {summary[tag]['max_ratio']:.2f}")
+            summary[tag] = {
+                "geomean_ratio": float(np.exp(np.mean(np.log(ratios)))),
+                "max_ratio": max(ratios),
+            }
+            print(
+                f"{tag}: geometric mean ours/torch {summary[tag]['geomean_ratio']:.2f}, "
+                f"worst {summary[tag]['max_ratio']:.2f}"
+            )
     with open(args.json, "w") as f:
         json.dump({"env": env, "results": results, "summary": summary}, f, indent=1)
     if summary:
@@ -231,7 +247,9 @@ def _plot(results, env, path):
     ax.set_yticks(y, names)
     ax.set_xscale("log")
     ax.set_xlabel("time ours / torch (lower is better)")
-    ax.set_title(f"{env['device']} ({env['backend']}), {env['dtype']}, torch on {env['torch_device']}")
+    ax.set_title(
+        f"{env['device']} ({env['backend']}), {env['dtype']}, torch on {env['torch_device']}"
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)

@@ -82,22 +82,29 @@ def main() -> None:
     mask = diamond()
     box = np.array([100, 100, 200, 300], np.float32)
     pasted = np.asarray(paste(jnp.asarray(mask), jnp.asarray(box)))
-    print(f"diamond pasted into a {WIDTH}x{HEIGHT} image at {box.tolist()}: "
-          f"area {pasted.sum():.1f} px (mask area {mask.sum():.0f} px x scale 2)")
+    print(
+        f"diamond pasted into a {WIDTH}x{HEIGHT} image at {box.tolist()}: "
+        f"area {pasted.sum():.1f} px (mask area {mask.sum():.0f} px x scale 2)"
+    )
     compare_with_torch(mask, box)
     worked_example()
 
     # A batch: three shapes, boxes partly outside the image included.
     yy, xx = np.mgrid[0:28, 0:28] / 27.0 * 2 - 1
-    masks = np.stack([
-        diamond(28 * 4)[::4, ::4],
-        (xx**2 + yy**2 < 0.8).astype(np.float32),
-        ((np.abs(xx) < 0.9) & (np.abs(yy) < 0.9) & ~((np.abs(xx) < 0.5) & (np.abs(yy) < 0.5)))
-        .astype(np.float32),
-        (xx**2 + yy**2 < 0.8).astype(np.float32),
-    ])
-    boxes = np.array([[20, 30, 140, 160], [300, 40, 480, 200], [-60, 180, 90, 360],
-                      [420, -50, 560, 90]], np.float32)
+    masks = np.stack(
+        [
+            diamond(28 * 4)[::4, ::4],
+            (xx**2 + yy**2 < 0.8).astype(np.float32),
+            (
+                (np.abs(xx) < 0.9) & (np.abs(yy) < 0.9) & ~((np.abs(xx) < 0.5) & (np.abs(yy) < 0.5))
+            ).astype(np.float32),
+            (xx**2 + yy**2 < 0.8).astype(np.float32),
+        ]
+    )
+    boxes = np.array(
+        [[20, 30, 140, 160], [300, 40, 480, 200], [-60, 180, 90, 360], [420, -50, 560, 90]],
+        np.float32,
+    )
     batch = np.asarray(paste_batch(jnp.asarray(masks), jnp.asarray(boxes)))
     print(f"batch of {len(masks)} masks pasted in one jitted, vmapped call: {batch.shape}")
 

@@ -66,8 +66,11 @@ class Localizer(nnx.Module):
         self.conv2 = nnx.Conv(8, 16, kernel_size=(5, 5), strides=(2, 2), rngs=rngs)
         self.hidden = nnx.Linear(16 * 10 * 10, 64, rngs=rngs)
         self.theta = nnx.Linear(
-            64, 6, kernel_init=nnx.initializers.zeros,
-            bias_init=lambda *_: jnp.array([1.0, 0, 0, 0, 1.0, 0]), rngs=rngs,
+            64,
+            6,
+            kernel_init=nnx.initializers.zeros,
+            bias_init=lambda *_: jnp.array([1.0, 0, 0, 0, 1.0, 0]),
+            rngs=rngs,
         )
 
     def __call__(self, canvas: jax.Array) -> jax.Array:
@@ -150,8 +153,10 @@ def main() -> None:
         model, losses, acc = train(use_stn, data, steps, args.batch, args.seed)
         took = time.perf_counter() - start
         first, last = np.mean(losses[:20]), np.mean(losses[-20:])
-        print(f"{name:8s}: test accuracy {acc:.3f}  loss {first:.3f} -> {last:.3f}  "
-              f"({steps} steps, {took:.0f} s)")
+        print(
+            f"{name:8s}: test accuracy {acc:.3f}  loss {first:.3f} -> {last:.3f}  "
+            f"({steps} steps, {took:.0f} s)"
+        )
         results[name] = (model, acc)
 
     import matplotlib
@@ -169,8 +174,10 @@ def main() -> None:
             ax.axis("off")
     axes[0, 0].set_title("distorted input", loc="left")
     axes[1, 0].set_title("after the transformer", loc="left")
-    fig.suptitle(f"baseline {results['baseline'][1]:.1%} vs STN {results['STN'][1]:.1%} "
-                 f"test accuracy ({steps} steps each)")
+    fig.suptitle(
+        f"baseline {results['baseline'][1]:.1%} vs STN {results['STN'][1]:.1%} "
+        f"test accuracy ({steps} steps each)"
+    )
     fig.tight_layout()
     fig.savefig(args.out, dpi=80)
     print(f"wrote {args.out}")

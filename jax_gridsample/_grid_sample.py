@@ -22,6 +22,8 @@ def grid_sample(
     mode: str = "bilinear",
     padding_mode: str = "zeros",
     align_corners: bool | None = None,
+    *,
+    channel_axis: int = 1,
 ) -> jax.Array:
     """Samples ``input`` at the points of ``grid``, like `torch.nn.functional.grid_sample`.
 
@@ -53,10 +55,14 @@ def grid_sample(
       padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``.
       align_corners: see Conventions. None means False, torch's default
         (without torch's warning).
+      channel_axis: keyword-only, not in torch. 1 (torch's layout) or -1 for
+        channels-last input `(N, H, W, C)` / `(N, D, H, W, C)`, as Flax
+        convolutions produce; the output then is `(N, H_out, W_out, C)` /
+        `(N, D_out, H_out, W_out, C)`. Same numbers either way.
 
     Returns:
-      `(N, C, H_out, W_out)` or `(N, C, D_out, H_out, W_out)` array with the
-      dtype of ``input``.
+      `(N, C, H_out, W_out)` or `(N, C, D_out, H_out, W_out)` array (channels
+      last if ``channel_axis=-1``) with the dtype of ``input``.
 
     Raises:
       TypeError: non-array arguments, non-float or mismatched dtypes, or a
@@ -91,24 +97,43 @@ def grid_sample(
     align_corners = _checks.check_align_corners(align_corners)
     input = _checks.as_array("input", input)  # noqa: A001
     grid = _checks.as_array("grid", grid)
-    _check_shapes(input, grid, mode)
+    channels_last = _check_channel_axis(channel_axis, input.ndim)
+    _check_shapes(input, grid, mode, channels_last)
     _checks.check_float_dtype("input", input)
     if grid.dtype != input.dtype:
-        raise TypeError(
-            f"grid must have the dtype of input ({input.dtype}), got {grid.dtype}"
-        )
+        raise TypeError(f"grid must have the dtype of input ({input.dtype}), got {grid.dtype}")
 
-    out_shape = input.shape[:2] + grid.shape[1:-1]
+    if channels_last:
+        out_shape = grid.shape[:-1] + input.shape[-1:]
+    else:
+        out_shape = input.shape[:2] + grid.shape[1:-1]
     if 0 in out_shape:
         return jnp.zeros(out_shape, input.dtype)
-    return _grid_sample(input, grid, mode, padding_mode, align_corners)
+    return _grid_sample(input, grid, mode, padding_mode, align_corners, channels_last)
 
 
-def _check_shapes(input: jax.Array, grid: jax.Array, mode: str) -> None:  # noqa: A002
+def _check_channel_axis(channel_axis: int, ndim: int) -> bool:
+    """Returns whether the layout is channels-last; only 1 and -1 are accepted."""
+    channel_axis = _checks.check_int("channel_axis", channel_axis)
+    if channel_axis not in (1, -1, ndim - 1):
+        raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis}")
+    return channel_axis != 1
+
+
+def _check_shapes(
+    input: jax.Array,  # noqa: A002
+    grid: jax.Array,
+    mode: str,
+    channels_last: bool,
+) -> None:
     if input.ndim not in (4, 5):
+        layouts = (
+            "(N, H, W, C) or (N, D, H, W, C)"
+            if channels_last
+            else ("(N, C, H, W) or (N, C, D, H, W)")
+        )
         raise ValueError(
-            "input must be 4-D (N, C, H, W) or 5-D (N, C, D, H, W), "
-            f"got {input.ndim}-D with shape {input.shape}"
+            f"input must be 4-D or 5-D, {layouts}, got {input.ndim}-D with shape {input.shape}"
         )
     ndim = input.ndim - 2
     expected = "(N, H_out, W_out, 2)" if ndim == 2 else "(N, D_out, H_out, W_out, 3)"
@@ -121,7 +146,7 @@ def _check_shapes(input: jax.Array, grid: jax.Array, mode: str) -> None:  # noqa
             "grid must have the batch size of input "
             f"({input.shape[0]}), got {grid.shape[0]} (grid shape {grid.shape})"
         )
-    if 0 in input.shape[2:]:
+    if 0 in (input.shape[1:-1] if channels_last else input.shape[2:]):
         raise ValueError(f"input must have non-empty spatial dimensions, got shape {input.shape}")
     if mode == "bicubic" and ndim == 3:
         raise NotImplementedError(
@@ -130,18 +155,25 @@ def _check_shapes(input: jax.Array, grid: jax.Array, mode: str) -> None:  # noqa
         )
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "padding_mode", "align_corners"))
+@functools.partial(
+    jax.jit, static_argnames=("mode", "padding_mode", "align_corners", "channels_last")
+)
 def _grid_sample(
     input: jax.Array,  # noqa: A002
     grid: jax.Array,
     mode: str,
     padding_mode: str,
     align_corners: bool,
+    channels_last: bool = False,
 ) -> jax.Array:
     # Half types are computed in float32 and rounded once (SPEC decision 6).
     compute = jnp.promote_types(input.dtype, jnp.float32)
     kernel = functools.partial(
-        sample_one, mode=mode, padding_mode=padding_mode, align_corners=align_corners
+        sample_one,
+        mode=mode,
+        padding_mode=padding_mode,
+        align_corners=align_corners,
+        channels_last=channels_last,
     )
     out = jax.vmap(kernel)(input.astype(compute), grid.astype(compute))
     return out.astype(input.dtype)

@@ -99,21 +99,24 @@ def sample_one(
     mode: str,
     padding_mode: str,
     align_corners: bool,
+    channels_last: bool = False,
 ) -> jax.Array:
     """Samples one example: the kernel that `grid_sample` vmaps over the batch.
 
     Args:
-      inp: `(C, *spatial)` input, with `len(spatial) == d` (2 or 3).
+      inp: `(C, *spatial)` input, with `len(spatial) == d` (2 or 3), or
+        `(*spatial, C)` if ``channels_last``.
       grid: `(*out, d)` normalised coordinates; ``grid[..., 0]`` indexes the
         last spatial axis (x, width), ``grid[..., 1]`` the one before it.
       mode: key of `TAP_FNS`.
       padding_mode: key of `PADDING_FNS`.
       align_corners: see `unnormalize`.
+      channels_last: layout of ``inp`` and of the result.
 
     Returns:
-      `(C, *out)` samples, dtype of ``inp``.
+      `(C, *out)` samples, or `(*out, C)` if ``channels_last``; dtype of ``inp``.
     """
-    spatial = inp.shape[1:]
+    spatial = inp.shape[:-1] if channels_last else inp.shape[1:]
     ndim = len(spatial)
     out_shape = grid.shape[:-1]
     points = grid.reshape(-1, ndim)
@@ -138,20 +141,24 @@ def sample_one(
     # jax 0.10.2, so the corners are built one by one.)
     flat_index, valid, weight = [], [], []
     for combo in itertools.product(*(range(t.index.shape[0]) for t in taps)):
-        idx = sum(off[k] for off, k in zip(offsets, combo, strict=True))
-        ok = functools.reduce(jnp.logical_and, [t.valid[k] for t, k in zip(taps, combo)])
-        w = None
+        picks = list(zip(taps, offsets, combo, strict=True))
+        flat_index.append(sum(off[k] for _, off, k in picks))
+        valid.append(functools.reduce(jnp.logical_and, [t.valid[k] for t, _, k in picks]))
         if taps[0].weight is not None:
-            w = functools.reduce(jnp.multiply, [t.weight[k] for t, k in zip(taps, combo)])
-        flat_index.append(idx)
-        valid.append(ok)
-        weight.append(w)
+            weight.append(functools.reduce(jnp.multiply, [t.weight[k] for t, _, k in picks]))
 
     index = jnp.stack(flat_index)  # (K, P)
     mask = jnp.stack(valid)  # (K, P)
+    if channels_last:  # gather whole C-vectors: (K, P, C)
+        values = inp.reshape(-1, inp.shape[-1]).at[index].get(mode="promise_in_bounds")
+        values = jnp.where(mask[..., None], values, 0.0)
+        if not weight:  # nearest
+            return values[0].reshape(*out_shape, inp.shape[-1])
+        out = jnp.sum(values * jnp.stack(weight)[..., None], axis=0)
+        return out.reshape(*out_shape, inp.shape[-1])
     values = inp.reshape(inp.shape[0], -1).at[:, index].get(mode="promise_in_bounds")
     values = jnp.where(mask[None], values, 0.0)  # (C, K, P)
-    if weight[0] is None:
+    if not weight:  # nearest
         out = values[:, 0]
     else:
         out = jnp.sum(values * jnp.stack(weight)[None], axis=1)

@@ -60,7 +60,7 @@ def load_cases(name: str):
 
     def arrays(i):
         prefix = f"{i}__"
-        return {k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)}
+        return {k[len(prefix) :]: data[k] for k in data.files if k.startswith(prefix)}
 
     return meta, cases, arrays
 

@@ -16,8 +16,7 @@ from jax_gridsample._grid_sample import _grid_sample
 COMBOS = [
     (ndim, mode, pad, align)
     for ndim, mode, pad, align in itertools.product(
-        (2, 3), ("bilinear", "nearest", "bicubic"), ("zeros", "border", "reflection"),
-        (False, True)
+        (2, 3), ("bilinear", "nearest", "bicubic"), ("zeros", "border", "reflection"), (False, True)
     )
     if not (ndim == 3 and mode == "bicubic")
 ]
@@ -63,8 +62,7 @@ def test_jvp_vjp_consistent_and_hessian_finite(ndim, mode, pad, align):
     x = jnp.asarray(rng.standard_normal((2, 2) + spatial), jnp.float32)
     # Include exact pixel positions and borders: derivatives must stay finite.
     g = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, -1.25], (2,) + (3,) * ndim + (ndim,))
-    g = jnp.asarray(g + rng.uniform(-0.5, 0.5, g.shape) * (rng.random(g.shape) < 0.5),
-                    jnp.float32)
+    g = jnp.asarray(g + rng.uniform(-0.5, 0.5, g.shape) * (rng.random(g.shape) < 0.5), jnp.float32)
     tx = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
     tg = jnp.asarray(rng.standard_normal(g.shape), jnp.float32)
 

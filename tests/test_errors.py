@@ -36,17 +36,33 @@ def test_bad_options(kwargs, exc, match):
     [
         (jnp.ones((2, 3, 4)), jnp.zeros((2, 4, 1)), ValueError, r"input must be 4-D .* got 3-D"),
         (jnp.ones((1,) * 6), jnp.zeros((1,) * 6), ValueError, "got 6-D"),
-        (X4, jnp.zeros((2, 6, 7, 3)), ValueError,
-         r"grid must have shape \(N, H_out, W_out, 2\) for a 4-D input, got \(2, 6, 7, 3\)"),
+        (
+            X4,
+            jnp.zeros((2, 6, 7, 3)),
+            ValueError,
+            r"grid must have shape \(N, H_out, W_out, 2\) for a 4-D input, got \(2, 6, 7, 3\)",
+        ),
         (X5, jnp.zeros((2, 6, 7, 3)), ValueError, r"\(N, D_out, H_out, W_out, 3\)"),
         (X4, jnp.zeros((1, 6, 7, 2)), ValueError, r"batch size of input \(2\), got 1"),
         (jnp.ones((2, 3, 0, 5)), G4, ValueError, "non-empty spatial dimensions"),
-        (jnp.ones((2, 3, 4, 5), jnp.int32), jnp.zeros((2, 6, 7, 2), jnp.int32), TypeError,
-         "input must have a floating dtype .* got int32"),
-        (X4, G4.astype(jnp.float16), TypeError,
-         r"grid must have the dtype of input \(float32\), got float16"),
-        (jnp.ones((2, 3, 4, 5), jnp.complex64), G4.astype(jnp.complex64), TypeError,
-         "got complex64"),
+        (
+            jnp.ones((2, 3, 4, 5), jnp.int32),
+            jnp.zeros((2, 6, 7, 2), jnp.int32),
+            TypeError,
+            "input must have a floating dtype .* got int32",
+        ),
+        (
+            X4,
+            G4.astype(jnp.float16),
+            TypeError,
+            r"grid must have the dtype of input \(float32\), got float16",
+        ),
+        (
+            jnp.ones((2, 3, 4, 5), jnp.complex64),
+            G4.astype(jnp.complex64),
+            TypeError,
+            "got complex64",
+        ),
         ([[[[1.0]]]], G4, TypeError, "input must be a jax.Array or numpy.ndarray, got list"),
         (X4, None, TypeError, "grid must be a jax.Array .* got NoneType"),
         (X4, 0.5, TypeError, r"got float \(0.5\)"),
@@ -55,6 +71,29 @@ def test_bad_options(kwargs, exc, match):
 def test_bad_arrays(x, g, exc, match):
     with pytest.raises(exc, match=match):
         grid_sample(x, g)
+
+
+@pytest.mark.parametrize(
+    "axis,exc,match",
+    [
+        (2, ValueError, "channel_axis must be 1 or -1, got 2"),
+        (0, ValueError, "got 0"),
+        ("last", TypeError, "channel_axis must be an int, got str"),
+    ],
+)
+def test_bad_channel_axis(axis, exc, match):
+    with pytest.raises(exc, match=match):
+        grid_sample(X4, G4, channel_axis=axis)
+
+
+def test_channels_last_shape_checks():
+    x = jnp.ones((2, 4, 5, 3))  # (N, H, W, C)
+    assert grid_sample(x, G4, channel_axis=-1).shape == (2, 6, 7, 3)
+    assert grid_sample(x, G4, channel_axis=3).shape == (2, 6, 7, 3)
+    with pytest.raises(ValueError, match="non-empty spatial"):
+        grid_sample(jnp.ones((2, 0, 5, 3)), G4, channel_axis=-1)
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        grid_sample(jnp.ones((2, 4, 3)), G4, channel_axis=-1)
 
 
 def test_bicubic_5d_not_implemented():
@@ -71,10 +110,18 @@ def test_errors_raised_at_trace_time():
 @pytest.mark.parametrize(
     "theta,size,exc,match",
     [
-        (jnp.ones((1, 2, 3), jnp.int32), (1, 1, 2, 3), TypeError,
-         "theta must have a floating dtype .* got int32"),
-        (jnp.ones((1, 3, 4)), (1, 1, 2, 3), ValueError,
-         r"theta must have shape \(N, 2, 3\) = \(1, 2, 3\) .* got \(1, 3, 4\)"),
+        (
+            jnp.ones((1, 2, 3), jnp.int32),
+            (1, 1, 2, 3),
+            TypeError,
+            "theta must have a floating dtype .* got int32",
+        ),
+        (
+            jnp.ones((1, 3, 4)),
+            (1, 1, 2, 3),
+            ValueError,
+            r"theta must have shape \(N, 2, 3\) = \(1, 2, 3\) .* got \(1, 3, 4\)",
+        ),
         (jnp.ones((1, 2, 3)), (1, 1, 2, 3, 4), ValueError, r"\(N, 3, 4\)"),
         (jnp.ones((1, 2, 3)), (2, 1, 2, 3), ValueError, r"= \(2, 2, 3\) .* got \(1, 2, 3\)"),
         (jnp.ones((1, 2, 3)), (1, 2, 3), NotImplementedError, "got size .* of length 3"),

@@ -12,8 +12,13 @@ EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
 
 
 def _run(script, *args):
-    return subprocess.run([sys.executable, str(EXAMPLES / script), *args],
-                          capture_output=True, text=True, timeout=900, check=True).stdout
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=True,
+    ).stdout
 
 
 def test_paste_masks_writes_png(tmp_path):

@@ -14,9 +14,7 @@ from jax_gridsample import affine_grid, grid_sample
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _forward_and_grads(x, g, ct, mode, padding_mode, align_corners):
-    out, vjp = jax.vjp(
-        lambda a, b: grid_sample(a, b, mode, padding_mode, align_corners), x, g
-    )
+    out, vjp = jax.vjp(lambda a, b: grid_sample(a, b, mode, padding_mode, align_corners), x, g)
     return (out, *vjp(ct))
 
 
@@ -80,3 +78,33 @@ def test_fixture_provenance():
     meta, cases, _ = load_cases("grid_sample.npz")
     assert meta["torch_version"].startswith("2.")
     assert len(cases) == 648
+
+
+CHANNELS_LAST = [i for i, c in enumerate(MATRIX) if "-s1-" in c["id"]]  # N > 1, C > 1
+
+
+@pytest.mark.parametrize("i", CHANNELS_LAST, ids=[MATRIX[i]["id"] for i in CHANNELS_LAST])
+def test_matrix_channels_last(i):
+    """channel_axis=-1 gives torch's numbers on (N, *spatial, C) arrays."""
+    case, arrays = MATRIX[i], MATRIX_ARRAYS(i)
+    dtype = case["dtype"]
+    last = {k: np.moveaxis(arrays[k], 1, -1) for k in ("input", "cotangent", "out", "grad_input")}
+    with x64_if(dtype):
+        x, g, ct = (as_jax(a, dtype) for a in (last["input"], arrays["grid"], last["cotangent"]))
+        out, vjp = jax.vjp(
+            lambda a, b: grid_sample(
+                a,
+                b,
+                case["mode"],
+                case["padding_mode"],
+                case["align_corners"],
+                channel_axis=-1,
+            ),
+            x,
+            g,
+        )
+        gx, gg = vjp(ct)
+    exact = case["mode"] == "nearest"
+    assert_close(out, last["out"], dtype, what="output", exact=exact)
+    assert_close(gx, last["grad_input"], dtype, what="grad_input")
+    assert_close(gg, arrays["grad_grid"], dtype, what="grad_grid", exact=exact)

@@ -50,8 +50,9 @@ def test_random_against_torch(seed):
     ref = F.grid_sample(xt, gt, mode=mode, padding_mode=pad, align_corners=align)
     ref.backward(torch.tensor(ct))
     with x64_if(dtype):
-        out, vjp = jax.vjp(lambda a, b: grid_sample(a, b, mode, pad, align),
-                           as_jax(x, dtype), as_jax(grid, dtype))
+        out, vjp = jax.vjp(
+            lambda a, b: grid_sample(a, b, mode, pad, align), as_jax(x, dtype), as_jax(grid, dtype)
+        )
         gx, gg = vjp(as_jax(ct, dtype))
     what = f"{mode} {pad} align={align} {dtype} x{x.shape} grid{grid.shape}"
     assert_close(out, ref.detach().numpy(), dtype, what=f"output {what}", exact=mode == "nearest")
