@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,9 @@ from jax_gridsample._coordinates import PADDING_FNS
 from jax_gridsample._kernels import TAP_FNS, sample_one
 
 MODES = tuple(TAP_FNS)
+# Gather offsets are int32 and index one channel's spatial elements; N and C
+# are separate gather dimensions, so only prod(spatial) is limited.
+_MAX_SPATIAL = 2**31 - 1
 PADDING_MODES = tuple(PADDING_FNS)
 
 
@@ -146,7 +150,14 @@ def _check_shapes(
             "grid must have the batch size of input "
             f"({input.shape[0]}), got {grid.shape[0]} (grid shape {grid.shape})"
         )
-    if 0 in (input.shape[1:-1] if channels_last else input.shape[2:]):
+    spatial = input.shape[1:-1] if channels_last else input.shape[2:]
+    if math.prod(spatial) > _MAX_SPATIAL:
+        raise ValueError(
+            f"input's spatial size must be at most 2**31 - 1 elements per channel "
+            f"(int32 gather offsets), got {' x '.join(map(str, spatial))} = "
+            f"{math.prod(spatial)} (input shape {input.shape})"
+        )
+    if 0 in spatial:
         raise ValueError(f"input must have non-empty spatial dimensions, got shape {input.shape}")
     if mode == "bicubic" and ndim == 3:
         raise NotImplementedError(

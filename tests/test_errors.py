@@ -142,3 +142,22 @@ def test_affine_grid_errors(theta, size, exc, match):
 def test_affine_grid_accepts_numpy_int_sizes():
     size = tuple(np.array([1, 1, 2, 3]))
     assert affine_grid(jnp.ones((1, 2, 3)), size).shape == (1, 2, 3, 2)
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_spatial_size_limit_is_an_error_not_a_wrong_gather(channel_axis):
+    # Abstract shapes: nothing of this size is allocated.
+    spatial = (65536, 32768)  # 2**31 elements per channel
+    shape = (1, 2) + spatial if channel_axis == 1 else (1,) + spatial + (2,)
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    g = jax.ShapeDtypeStruct((1, 4, 4, 2), jnp.float32)
+    with pytest.raises(ValueError, match=r"at most 2\*\*31 - 1 elements .* 65536 x 32768"):
+        jax.eval_shape(lambda x, g: grid_sample(x, g, channel_axis=channel_axis), x, g)
+    # One element fewer is accepted (checked abstractly).
+    ok = (1, 2, 65536, 32767) if channel_axis == 1 else (1, 65536, 32767, 2)
+    out = jax.eval_shape(
+        lambda x, g: grid_sample(x, g, channel_axis=channel_axis),
+        jax.ShapeDtypeStruct(ok, jnp.float32),
+        g,
+    )
+    assert out.shape == ((1, 2, 4, 4) if channel_axis == 1 else (1, 4, 4, 2))

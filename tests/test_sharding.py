@@ -1,0 +1,70 @@
+"""Batch-sharded inputs on a device mesh: same numbers, same sharding, no collectives.
+
+Runs in a subprocess with 8 forced CPU devices, so the rest of the suite keeps
+its single-device configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax_gridsample import affine_grid, grid_sample
+
+    assert jax.device_count() == 8, jax.devices()
+    mesh = jax.make_mesh((8,), ("batch",))
+    batch = NamedSharding(mesh, P("batch"))
+    rng = np.random.default_rng(0)
+    COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "collective-permute",
+                   "reduce-scatter")
+
+    def check(name, f, *args):
+        sharded = [jax.device_put(a, batch) for a in args]
+        out = f(*sharded)
+        ref = f(*[jax.device_put(a, jax.devices()[0]) for a in args])
+        for o, r in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
+            assert o.sharding.is_equivalent_to(batch, o.ndim), (name, o.sharding)
+            o, r = np.asarray(o), np.asarray(r)
+            # float32 tolerance of the suite (the two compilations may fuse differently)
+            assert np.abs(o - r).max() <= 1e-5 * max(1.0, np.abs(r).max()), name
+        hlo = f.lower(*sharded).compile().as_text()
+        found = [c for c in COLLECTIVES if c in hlo]
+        assert not found, (name, found)
+        print(name, "ok: identical, batch-sharded, no collectives")
+
+    for ndim, mode in ((2, "bicubic"), (3, "bilinear")):
+        x = rng.standard_normal((16, 3) + (6, 7, 8)[-ndim:]).astype(np.float32)
+        g = rng.uniform(-1.2, 1.2, (16,) + (4, 5, 3)[-ndim:] + (ndim,)).astype(np.float32)
+        for pad in ("zeros", "reflection"):
+            fwd = jax.jit(lambda x, g: grid_sample(x, g, mode, pad, False))
+            check(f"{ndim + 2}-D {mode} {pad} forward", fwd, x, g)
+            grad = jax.jit(jax.grad(lambda x, g: (grid_sample(x, g, mode, pad, False) ** 2).sum()
+                                    / 2, argnums=(0, 1)))
+            # The loss sums over the batch; its gradient per example stays local.
+            check(f"{ndim + 2}-D {mode} {pad} gradients", grad, x, g)
+        xl = np.moveaxis(x, 1, -1).copy()
+        check(f"{ndim + 2}-D channels-last", jax.jit(
+            lambda x, g: grid_sample(x, g, channel_axis=-1)), xl, g)
+
+    theta = rng.standard_normal((16, 2, 3)).astype(np.float32)
+    check("affine_grid", jax.jit(lambda t: affine_grid(t, (16, 3, 9, 11))), theta)
+    print("ALL OK")
+    """
+)
+
+
+def test_batch_sharding_on_eight_devices():
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ALL OK" in result.stdout
