@@ -17,6 +17,9 @@ MODES = tuple(TAP_FNS)
 # Gather offsets are int32 and index one channel's spatial elements; N and C
 # are separate gather dimensions, so only prod(spatial) is limited.
 _MAX_SPATIAL = 2**31 - 1
+# Channels-first inputs with at least this many channels are sampled through
+# the channels-last kernel.
+_RELAYOUT_MIN_CHANNELS = 16
 PADDING_MODES = tuple(PADDING_FNS)
 
 
@@ -186,5 +189,15 @@ def _grid_sample(
         align_corners=align_corners,
         channels_last=channels_last,
     )
-    out = jax.vmap(kernel)(input.astype(compute), grid.astype(compute))
+    x = input.astype(compute)
+    # With many channels, gathering contiguous C-vectors beats gathering strided
+    # channels on XLA CPU by 1.3-7x (forward and backward, benchmarks/), and the
+    # two transposes cost less than that.
+    relayout = not channels_last and input.shape[1] >= _RELAYOUT_MIN_CHANNELS
+    if relayout:
+        x = jnp.moveaxis(x, 1, -1)
+        kernel = functools.partial(kernel, channels_last=True)
+    out = jax.vmap(kernel)(x, grid.astype(compute))
+    if relayout:
+        out = jnp.moveaxis(out, -1, 1)
     return out.astype(input.dtype)

@@ -180,3 +180,27 @@ def test_affine_grid_gradient_check_float64():
     with jax.enable_x64(True):
         theta = jnp.asarray(np.random.default_rng(5).standard_normal((2, 3, 4)))
         check_grads(lambda t: affine_grid(t, (2, 1, 3, 4, 5), False), (theta,), order=2)
+
+
+@pytest.mark.parametrize("ndim,mode", [(2, "bilinear"), (2, "bicubic"), (3, "nearest")])
+def test_many_channels_relayout_matches_few_channel_path(ndim, mode):
+    """C >= 16 is sampled through the channels-last kernel; C < 16 is not."""
+    from jax_gridsample._grid_sample import _RELAYOUT_MIN_CHANNELS
+
+    rng = np.random.default_rng(6)
+    c = 2 * _RELAYOUT_MIN_CHANNELS
+    x = jnp.asarray(rng.standard_normal((2, c) + (4, 5, 6)[-ndim:]), jnp.float32)
+    g = jnp.asarray(rng.uniform(-1.3, 1.3, (2,) + (3, 2, 4)[-ndim:] + (ndim,)), jnp.float32)
+    ct = jnp.asarray(rng.standard_normal((2, c) + (3, 2, 4)[-ndim:]), jnp.float32)
+
+    def f(x, g):
+        return grid_sample(x, g, mode, "reflection", False)
+
+    def split(x, g):  # halves below the threshold take the channels-first kernel
+        h = c // 2 - 1
+        return jnp.concatenate([f(x[:, :h], g), f(x[:, h : 2 * h], g), f(x[:, 2 * h :], g)], 1)
+
+    (out, vjp), (ref, vjp_ref) = jax.vjp(f, x, g), jax.vjp(split, x, g)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-6, atol=1e-6)
+    for a, b in zip(vjp(ct), vjp_ref(ct), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

@@ -42,7 +42,11 @@ def test_paste_masks_diamond_area():
     assert pasted.shape == (300, 500)
     # The box is 100x200 pixels for a 100x100 mask: every mask pixel covers 2 image pixels.
     assert abs(pasted.sum() - 2 * mask.sum()) < 0.01 * mask.sum()
-    assert pasted[:100].max() == 0 and pasted[:, 200:].max() == 0  # nothing outside the box
+    # By hand: image row y (centre y + 0.5) reads mask row (y + 0.5 - 100) / 2 - 0.5, so
+    # row 99 reads -0.75 (a quarter of mask row 0, blended with zero padding) and rows
+    # up to 98 read nothing; column x reads mask column x - 100, so x >= 200 reads nothing.
+    assert pasted[:99].max() == 0 and pasted[:, 200:].max() == 0
+    np.testing.assert_allclose(pasted[99, 100:200], 0.25 * mask[0], atol=1e-6)
 
 
 def test_spatial_transformer_quick_run_learns(tmp_path):
