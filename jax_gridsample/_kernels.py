@@ -3,7 +3,7 @@
 A *tap* is one input position read along one axis, with its weight and a
 validity mask. Linear interpolation has two taps per axis, cubic four and
 nearest one. The taps of all axes are combined by an outer product into the
-``K`` corners of the interpolation stencil, which are read with one gather.
+``K`` corners of the interpolation stencil, each read with its own gather.
 """
 
 from __future__ import annotations
@@ -147,19 +147,20 @@ def sample_one(
         if taps[0].weight is not None:
             weight.append(functools.reduce(jnp.multiply, [t.weight[k] for t, _, k in picks]))
 
-    index = jnp.stack(flat_index)  # (K, P)
-    mask = jnp.stack(valid)  # (K, P)
-    if channels_last:  # gather whole C-vectors: (K, P, C)
-        values = inp.reshape(-1, inp.shape[-1]).at[index].get(mode="promise_in_bounds")
-        values = jnp.where(mask[..., None], values, 0.0)
-        if not weight:  # nearest
-            return values[0].reshape(*out_shape, inp.shape[-1])
-        out = jnp.sum(values * jnp.stack(weight)[..., None], axis=0)
+    # One gather per corner, each weighted and summed as it comes: on XLA CPU
+    # this runs 2-5x faster than gathering all K corners at once and reducing
+    # (benchmarks/README.md).
+    out = None
+    for k, (idx, ok) in enumerate(zip(flat_index, valid, strict=True)):
+        if channels_last:  # whole C-vectors: (P, C)
+            v = inp.reshape(-1, inp.shape[-1]).at[idx].get(mode="promise_in_bounds")
+            v = jnp.where(ok[:, None], v, 0.0)
+            term = v if not weight else v * weight[k][:, None]
+        else:  # (C, P)
+            v = inp.reshape(inp.shape[0], -1).at[:, idx].get(mode="promise_in_bounds")
+            v = jnp.where(ok[None], v, 0.0)
+            term = v if not weight else v * weight[k][None]
+        out = term if out is None else out + term
+    if channels_last:
         return out.reshape(*out_shape, inp.shape[-1])
-    values = inp.reshape(inp.shape[0], -1).at[:, index].get(mode="promise_in_bounds")
-    values = jnp.where(mask[None], values, 0.0)  # (C, K, P)
-    if not weight:  # nearest
-        out = values[:, 0]
-    else:
-        out = jnp.sum(values * jnp.stack(weight)[None], axis=1)
     return out.reshape(inp.shape[0], *out_shape)
