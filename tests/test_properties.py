@@ -73,6 +73,12 @@ def test_matches_numpy_reference(case):
     x = rng.standard_normal(shape).astype(dtype)
     grid = grid.astype(dtype)  # the reference sees the same (rounded) values
     ct = rng.standard_normal(shape[:2] + grid.shape[1:-1]).astype(dtype)
+    # Decision 5: where reflection meets a huge finite value, the reflected position
+    # is precision noise (ours need not equal the exact float64 fmod); it must only
+    # be finite and in range. Those points are checked apart, with no cotangent.
+    huge = (np.isfinite(grid) & (np.abs(grid) > 1e9)).any(-1)
+    wild = huge if padding == "reflection" else np.zeros_like(huge)
+    ct = ct * ~wild[:, None]
     ref_out, taps = grid_sample_ref(x, grid, mode, padding, align)
     ref_gx = grad_input_ref(shape, taps, ct)
     with x64_if(dtype):
@@ -84,7 +90,14 @@ def test_matches_numpy_reference(case):
         gx, gg = vjp(as_jax(ct, dtype))
     what = f"{mode} {padding} align={align} {dtype} x{shape} grid{grid.shape}"
     assert out.dtype == np.dtype(dtype)
-    assert_close(out, ref_out, dtype, what=f"output {what}", exact=mode == "nearest")
+    out_np = np.asarray(out, np.float64)
+    tame = np.broadcast_to(~wild[:, None], out_np.shape)
+    assert_close(out_np[tame], ref_out[tame], dtype, what=f"output {what}", exact=mode == "nearest")
+    finite_wild = np.broadcast_to((wild & np.isfinite(grid).all(-1))[:, None], out_np.shape)
+    assert np.all(np.isfinite(out_np[finite_wild])), what
+    if mode != "bicubic" and finite_wild.any():  # convex combinations of input values
+        assert x.min() - 1e-6 <= out_np[finite_wild].min(), what
+        assert out_np[finite_wild].max() <= x.max() + 1e-6, what
     assert_close(gx, ref_gx, dtype, what=f"grad_input {what}")
     assert np.all(np.isfinite(np.asarray(gx))), "grad_input must never be NaN"
     # Grid gradients are NaN only at points whose output is NaN (decision 4).
