@@ -5,7 +5,8 @@ align_corners, dtypes and grid values (NaN, ±inf, huge, exact pixel positions).
 Forward values and grad_input are compared (grid gradients are covered by the
 torch fixtures, check_grads and the live-torch test).
 
-Example counts are bounded; JAX_GRIDSAMPLE_HYPOTHESIS=deep runs 1000 examples.
+Example counts are bounded and derandomized (CI reproducible);
+JAX_GRIDSAMPLE_HYPOTHESIS=deep runs 1000 random examples.
 """
 
 from __future__ import annotations
@@ -61,8 +62,23 @@ def cases(draw):
     return mode, padding, align, dtype, (n, c) + spatial, grid, seed
 
 
+def _near_tie(grid, spatial, align, dtype):
+    """Points with a pixel coordinate within 8 ulps of a half-integer."""
+    eps = 8 * np.finfo(dtype).eps
+    near = np.zeros(grid.shape[:-1], bool)
+    d = len(spatial)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for k in range(d):
+            size, g = spatial[d - 1 - k], grid[..., k].astype(np.float64)
+            x = (g + 1) / 2 * (size - 1) if align else ((g + 1) * size - 1) / 2
+            dist = np.abs(x - np.floor(x) - 0.5)
+            near |= np.isfinite(x) & (dist <= eps * np.maximum(1.0, np.abs(x)))
+    return near
+
+
 @settings(
     max_examples=1000 if DEEP else 60,
+    derandomize=not DEEP,  # CI sees the same examples every run; deep runs explore
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -78,7 +94,10 @@ def test_matches_numpy_reference(case):
     # be finite and in range. Those points are checked apart, with no cotangent.
     huge = (np.isfinite(grid) & (np.abs(grid) > 1e9)).any(-1)
     wild = huge if padding == "reflection" else np.zeros_like(huge)
-    ct = ct * ~wild[:, None]
+    # Nearest is discontinuous at half-integers: within a few ulps of a tie, float32
+    # (ours, as torch's float32 kernel) and the float64 reference may round apart.
+    tie = _near_tie(grid, shape[2:], align, dtype) if mode == "nearest" else wild & False
+    ct = ct * ~(wild | tie)[:, None]
     ref_out, taps = grid_sample_ref(x, grid, mode, padding, align)
     ref_gx = grad_input_ref(shape, taps, ct)
     with x64_if(dtype):
@@ -91,7 +110,7 @@ def test_matches_numpy_reference(case):
     what = f"{mode} {padding} align={align} {dtype} x{shape} grid{grid.shape}"
     assert out.dtype == np.dtype(dtype)
     out_np = np.asarray(out, np.float64)
-    tame = np.broadcast_to(~wild[:, None], out_np.shape)
+    tame = np.broadcast_to(~(wild | tie)[:, None], out_np.shape)
     assert_close(out_np[tame], ref_out[tame], dtype, what=f"output {what}", exact=mode == "nearest")
     finite_wild = np.broadcast_to((wild & np.isfinite(grid).all(-1))[:, None], out_np.shape)
     assert np.all(np.isfinite(out_np[finite_wild])), what
