@@ -150,14 +150,15 @@ def sample_one(
     # One gather per corner, each weighted and summed as it comes: on XLA CPU
     # this runs 2-5x faster than gathering all K corners at once and reducing
     # (benchmarks/README.md).
+    flat = inp.reshape(-1, inp.shape[-1]) if channels_last else inp.reshape(inp.shape[0], -1)
     out = None
     for k, (idx, ok) in enumerate(zip(flat_index, valid, strict=True)):
         if channels_last:  # whole C-vectors: (P, C)
-            v = inp.reshape(-1, inp.shape[-1]).at[idx].get(mode="promise_in_bounds")
+            v = flat.at[idx].get(mode="promise_in_bounds")
             v = jnp.where(ok[:, None], v, 0.0)
             term = v if not weight else v * weight[k][:, None]
         else:  # (C, P)
-            v = inp.reshape(inp.shape[0], -1).at[:, idx].get(mode="promise_in_bounds")
+            v = flat.at[:, idx].get(mode="promise_in_bounds")
             v = jnp.where(ok[None], v, 0.0)
             term = v if not weight else v * weight[k][None]
         out = term if out is None else out + term
