@@ -35,6 +35,15 @@ CASES = {
     "bicubic 4x3x128x128 border": ((4, 3, 128, 128), (128, 128), "bicubic", "border", False),
     "nearest 4x3x256x256": ((4, 3, 256, 256), (256, 256), "nearest", "zeros", False),
     "volume 2x4x32^3": ((2, 4, 32, 32, 32), (32, 32, 32), "bilinear", "zeros", False),
+    # channel_axis=-1: our input is (N, H, W, C), torch's its native (N, C, H, W).
+    "flow-warp NHWC 8x64x64x64 border": ((8, 64, 64, 64), (64, 64), "bilinear", "border", True),
+    "deform-attn NHWC 16x32x32x32->100x16": (
+        (16, 32, 32, 32),
+        (100, 16),
+        "bilinear",
+        "zeros",
+        False,
+    ),
 }
 
 
@@ -95,13 +104,18 @@ def bench_case(name, spec, args, torch, tdev):
     x, g, ct = _inputs(shape, out)
     dt = jnp.dtype(args.dtype)
     jx, jg, jct = (jnp.asarray(a).astype(dt) for a in (x, g, ct))
+    nhwc = "NHWC" in name
+    if nhwc:  # same values, channels-last layout for ours
+        jx, jct = jnp.moveaxis(jx, 1, -1), jnp.moveaxis(jct, 1, -1)
 
     def loss(a, b, f):
         return jnp.sum(f(a, b).astype(jnp.float32) * jct.astype(jnp.float32))
 
-    ours = lambda a, b: grid_sample(a, b, mode, pad, align)  # noqa: E731
+    def ours(a, b):
+        return grid_sample(a, b, mode, pad, align, channel_axis=-1 if nhwc else 1)
+
     impls = {"ours": ours}
-    if len(out) == 2 and mode == "bilinear" and pad == "zeros" and not align:
+    if not nhwc and len(out) == 2 and mode == "bilinear" and pad == "zeros" and not align:
         impls["four_gathers"] = _four_gathers
         impls["map_coordinates"] = _map_coordinates
     fns = {}

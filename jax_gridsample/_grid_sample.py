@@ -17,10 +17,10 @@ MODES = tuple(TAP_FNS)
 # Gather offsets are int32 and index one channel's spatial elements; N and C
 # are separate gather dimensions, so only prod(spatial) is limited.
 _MAX_SPATIAL = 2**31 - 1
+PADDING_MODES = tuple(PADDING_FNS)
 # Channels-first inputs with at least this many channels are sampled through
 # the channels-last kernel.
 _RELAYOUT_MIN_CHANNELS = 16
-PADDING_MODES = tuple(PADDING_FNS)
 
 
 def grid_sample(
@@ -178,25 +178,23 @@ def _grid_sample(
     mode: str,
     padding_mode: str,
     align_corners: bool,
-    channels_last: bool = False,
+    channels_last: bool,
 ) -> jax.Array:
     # Half types are computed in float32 and rounded once (SPEC decision 6).
     compute = jnp.promote_types(input.dtype, jnp.float32)
+    x = input.astype(compute)
+    # With many channels, gathering contiguous C-vectors beats gathering strided
+    # channels on XLA CPU by more than the two transposes cost (benchmarks/).
+    relayout = not channels_last and input.shape[1] >= _RELAYOUT_MIN_CHANNELS
+    if relayout:
+        x = jnp.moveaxis(x, 1, -1)
     kernel = functools.partial(
         sample_one,
         mode=mode,
         padding_mode=padding_mode,
         align_corners=align_corners,
-        channels_last=channels_last,
+        channels_last=channels_last or relayout,
     )
-    x = input.astype(compute)
-    # With many channels, gathering contiguous C-vectors beats gathering strided
-    # channels on XLA CPU by 1.3-7x (forward and backward, benchmarks/), and the
-    # two transposes cost less than that.
-    relayout = not channels_last and input.shape[1] >= _RELAYOUT_MIN_CHANNELS
-    if relayout:
-        x = jnp.moveaxis(x, 1, -1)
-        kernel = functools.partial(kernel, channels_last=True)
     out = jax.vmap(kernel)(x, grid.astype(compute))
     if relayout:
         out = jnp.moveaxis(out, -1, 1)

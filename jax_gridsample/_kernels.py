@@ -3,7 +3,7 @@
 A *tap* is one input position read along one axis, with its weight and a
 validity mask. Linear interpolation has two taps per axis, cubic four and
 nearest one. The taps of all axes are combined by an outer product into the
-``K`` corners of the interpolation stencil, each read with its own gather.
+``K`` corners of the interpolation stencil, read one corner at a time.
 """
 
 from __future__ import annotations
@@ -92,6 +92,71 @@ TAP_FNS: dict[str, TapFn] = {
 }
 
 
+def _corners(
+    taps: list[Taps], spatial: tuple[int, ...]
+) -> tuple[list[jax.Array], list[jax.Array] | None]:
+    """Combines per-axis taps into the ``K`` corners of the stencil.
+
+    Returns:
+      ``K`` `(P,)` int32 flat offsets into the input padded with one zero
+      pixel at the end, which invalid corners point at; and ``K`` `(P,)`
+      weights, or None for nearest.
+    """
+    # Flat offsets of each axis's taps (invalid taps read offset 0 for now).
+    offsets = []
+    stride = 1
+    for axis in reversed(range(len(spatial))):
+        t = taps[axis]
+        offsets.insert(0, jnp.where(t.valid, t.index, 0.0).astype(jnp.int32) * stride)
+        stride *= spatial[axis]
+
+    # Outer product of the per-axis taps, one corner at a time. (A broadcast
+    # formulation crashed XLA CPU under jax.hessian in jax 0.10.2.)
+    index, weight = [], []
+    for combo in itertools.product(*(range(t.index.shape[0]) for t in taps)):
+        picks = list(zip(taps, offsets, combo, strict=True))
+        valid = functools.reduce(jnp.logical_and, [t.valid[k] for t, _, k in picks])
+        index.append(jnp.where(valid, sum(off[k] for _, off, k in picks), stride))
+        if taps[0].weight is not None:
+            weight.append(functools.reduce(jnp.multiply, [t.weight[k] for t, _, k in picks]))
+    return index, (weight or None)
+
+
+def _accumulate_corners(
+    flat: jax.Array, index: list[jax.Array], weight: list[jax.Array], channels_last: bool
+) -> jax.Array:
+    """Sums ``weight[k] * flat[index[k]]`` over the ``K`` corners.
+
+    Args:
+      flat: `(L, C)` input rows if ``channels_last``, else `(C, L)` columns.
+      index: ``K`` `(P,)` int32 offsets in ``[0, L]``; ``L`` marks invalid corners.
+      weight: ``K`` `(P,)` weights.
+      channels_last: layout of ``flat`` and of the `(P, C)` / `(C, P)` result.
+    """
+    # One extra, all-zero pixel that invalid corners read: no mask on the
+    # gathered values, and their gradient lands in the dropped pixel.
+    if channels_last:
+        flat = jnp.pad(flat, ((0, 1), (0, 0)))
+    else:
+        flat = jnp.pad(flat, ((0, 0), (0, 1)))
+
+    def add_corner(out, corner):
+        idx, w = corner
+        if channels_last:
+            return out + flat.at[idx].get(mode="promise_in_bounds") * w[:, None], None
+        return out + flat.at[:, idx].get(mode="promise_in_bounds") * w[None], None
+
+    # A loop over the corners that re-gathers in the backward pass instead of
+    # storing every corner: temporaries stay O(P * C + K * P) for any K, and
+    # on XLA CPU fwd+bwd runs up to 2x faster than one unrolled gather per
+    # corner (benchmarks/README.md). The first corner starts the sum, so the
+    # carry takes the inputs' sharding.
+    first, _ = add_corner(0.0, (index[0], weight[0]))
+    corners = (jnp.stack(index[1:]), jnp.stack(weight[1:]))
+    out, _ = jax.lax.scan(jax.checkpoint(add_corner), first, corners)
+    return out
+
+
 def sample_one(
     inp: jax.Array,
     grid: jax.Array,
@@ -126,42 +191,17 @@ def sample_one(
     for axis, size in enumerate(spatial):
         coord = unnormalize(points[:, ndim - 1 - axis], size, align_corners)
         taps.append(TAP_FNS[mode](coord, size, padding_mode, align_corners))
+    index, weight = _corners(taps, spatial)
 
-    # Flat offsets of each axis's taps; invalid taps read offset 0 and are
-    # masked out after the gather.
-    offsets = []
-    stride = 1
-    for axis in reversed(range(ndim)):
-        t = taps[axis]
-        offsets.insert(0, jnp.where(t.valid, t.index, 0.0).astype(jnp.int32) * stride)
-        stride *= spatial[axis]
-
-    # Outer product of the per-axis taps -> K stencil corners. (A broadcast
-    # formulation compiles faster but crashed XLA CPU under jax.hessian in
-    # jax 0.10.2, so the corners are built one by one.)
-    flat_index, valid, weight = [], [], []
-    for combo in itertools.product(*(range(t.index.shape[0]) for t in taps)):
-        picks = list(zip(taps, offsets, combo, strict=True))
-        flat_index.append(sum(off[k] for _, off, k in picks))
-        valid.append(functools.reduce(jnp.logical_and, [t.valid[k] for t, _, k in picks]))
-        if taps[0].weight is not None:
-            weight.append(functools.reduce(jnp.multiply, [t.weight[k] for t, _, k in picks]))
-
-    # One gather per corner, each weighted and summed as it comes: on XLA CPU
-    # this runs 2-5x faster than gathering all K corners at once and reducing
-    # (benchmarks/README.md).
-    flat = inp.reshape(-1, inp.shape[-1]) if channels_last else inp.reshape(inp.shape[0], -1)
-    out = None
-    for k, (idx, ok) in enumerate(zip(flat_index, valid, strict=True)):
-        if channels_last:  # whole C-vectors: (P, C)
-            v = flat.at[idx].get(mode="promise_in_bounds")
-            v = jnp.where(ok[:, None], v, 0.0)
-            term = v if not weight else v * weight[k][:, None]
-        else:  # (C, P)
-            v = flat.at[:, idx].get(mode="promise_in_bounds")
-            v = jnp.where(ok[None], v, 0.0)
-            term = v if not weight else v * weight[k][None]
-        out = term if out is None else out + term
+    channels = inp.shape[-1] if channels_last else inp.shape[0]
+    flat = inp.reshape(-1, channels) if channels_last else inp.reshape(channels, -1)
+    if len(index) == 1:  # nearest: one gather, invalid points read 0
+        if channels_last:
+            out = flat.at[index[0]].get(mode="fill", fill_value=0)
+        else:
+            out = flat.at[:, index[0]].get(mode="fill", fill_value=0)
+    else:
+        out = _accumulate_corners(flat, index, weight, channels_last)
     if channels_last:
-        return out.reshape(*out_shape, inp.shape[-1])
-    return out.reshape(inp.shape[0], *out_shape)
+        return out.reshape(*out_shape, channels)
+    return out.reshape(channels, *out_shape)

@@ -2,8 +2,8 @@
 
 Random ranks, shapes (size-1 axes, empty N/C/output), modes, paddings,
 align_corners, dtypes and grid values (NaN, ±inf, huge, exact pixel positions).
-Forward values and grad_input are compared (grid gradients are covered by the
-torch fixtures, check_grads and the live-torch test).
+Forward values and grad_input are compared directly; grid gradients (float64) are
+compared with central differences of the reference at points away from its kinks.
 
 Example counts are bounded and derandomized (CI reproducible);
 JAX_GRIDSAMPLE_HYPOTHESIS=deep runs 1000 random examples.
@@ -76,6 +76,40 @@ def _near_tie(grid, spatial, align, dtype):
     return near
 
 
+# Central differences of the float64 reference: a step of H in grid units, at points
+# whose pixel coordinates lie at least KINK_MARGIN pixels from the kinks (multiples
+# of 0.5: integer taps, clip ends, reflection folds). Between kinks the reference is
+# a polynomial of degree <= 3 in the grid, so the truncation error is O(H**2) ~ 1e-14;
+# the rounding error is ~ eps * |terms| / H ~ 1e-10 |terms|, hence FD_TOLERANCE.
+H = 1e-6
+KINK_MARGIN = 1e-4
+FD_TOLERANCE = 1e-7
+
+
+def _grid_gradient_fd(x, grid, mode, padding, align, ct):
+    """d sum(ref * ct) / d grid by central differences, one axis at a time."""
+    out = np.zeros_like(grid)
+    for k in range(grid.shape[-1]):
+        step = np.zeros_like(grid)
+        step[..., k] = H
+        plus, _ = grid_sample_ref(x, grid + step, mode, padding, align)
+        minus, _ = grid_sample_ref(x, grid - step, mode, padding, align)
+        out[..., k] = np.sum(ct * (plus - minus), axis=1) / (2 * H)
+    return out
+
+
+def _smooth_points(grid, spatial, align):
+    """Points whose every pixel coordinate is finite, moderate and off the kinks."""
+    ok = np.all(np.isfinite(grid) & (np.abs(grid) <= 10), axis=-1)
+    d = len(spatial)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for k in range(d):
+            size, g = spatial[d - 1 - k], grid[..., k]
+            x = (g + 1) / 2 * (size - 1) if align else ((g + 1) * size - 1) / 2
+            ok &= np.abs(2 * x - np.round(2 * x)) > 2 * KINK_MARGIN
+    return ok
+
+
 @settings(
     max_examples=1000 if DEEP else 60,
     derandomize=not DEEP,  # CI sees the same examples every run; deep runs explore
@@ -123,3 +157,10 @@ def test_matches_numpy_reference(case):
     gg_nan = np.isnan(np.asarray(gg)).any(-1)
     out_nan = np.isnan(np.asarray(out)).any(1) if shape[1] else np.zeros_like(gg_nan)
     assert not np.any(gg_nan & ~out_nan), what
+    if dtype == "float64" and shape[1] > 0:
+        smooth = _smooth_points(grid, shape[2:], align)
+        fd = _grid_gradient_fd(x, grid, mode, padding, align, ct)
+        terms = np.sum(np.abs(ct), axis=1) * np.max(np.abs(x), initial=0.0)
+        err = np.abs(np.asarray(gg) - fd)[smooth]
+        bound = FD_TOLERANCE * np.maximum(1.0, np.broadcast_to(terms[..., None], gg.shape)[smooth])
+        assert np.all(err <= bound), f"grad_grid {what}: errors {err[err > bound]}"
