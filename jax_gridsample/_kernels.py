@@ -122,6 +122,11 @@ def _corners(
     return index, (weight or None)
 
 
+def _take(flat: jax.Array, idx: jax.Array, channels_last: bool, **mode) -> jax.Array:
+    """Gathers rows `(P, C)` of ``flat`` if ``channels_last``, else columns `(C, P)`."""
+    return (flat.at[idx] if channels_last else flat.at[:, idx]).get(**mode)
+
+
 def _accumulate_corners(
     flat: jax.Array, index: list[jax.Array], weight: list[jax.Array], channels_last: bool
 ) -> jax.Array:
@@ -135,16 +140,12 @@ def _accumulate_corners(
     """
     # One extra, all-zero pixel that invalid corners read: no mask on the
     # gathered values, and their gradient lands in the dropped pixel.
-    if channels_last:
-        flat = jnp.pad(flat, ((0, 1), (0, 0)))
-    else:
-        flat = jnp.pad(flat, ((0, 0), (0, 1)))
+    flat = jnp.pad(flat, ((0, 1), (0, 0)) if channels_last else ((0, 0), (0, 1)))
 
     def add_corner(out, corner):
         idx, w = corner
-        if channels_last:
-            return out + flat.at[idx].get(mode="promise_in_bounds") * w[:, None], None
-        return out + flat.at[:, idx].get(mode="promise_in_bounds") * w[None], None
+        v = _take(flat, idx, channels_last, mode="promise_in_bounds")
+        return out + v * (w[:, None] if channels_last else w[None]), None
 
     # A loop over the corners that re-gathers in the backward pass instead of
     # storing every corner: temporaries stay O(P * C + K * P) for any K, and
@@ -196,10 +197,7 @@ def sample_one(
     channels = inp.shape[-1] if channels_last else inp.shape[0]
     flat = inp.reshape(-1, channels) if channels_last else inp.reshape(channels, -1)
     if len(index) == 1:  # nearest: one gather, invalid points read 0
-        if channels_last:
-            out = flat.at[index[0]].get(mode="fill", fill_value=0)
-        else:
-            out = flat.at[:, index[0]].get(mode="fill", fill_value=0)
+        out = _take(flat, index[0], channels_last, mode="fill", fill_value=0)
     else:
         out = _accumulate_corners(flat, index, weight, channels_last)
     if channels_last:
