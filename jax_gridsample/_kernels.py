@@ -9,7 +9,6 @@ nearest one. The taps of all axes are combined by an outer product into the
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -22,14 +21,14 @@ from jax_gridsample._coordinates import PADDING_FNS, unnormalize
 _A = -0.75
 
 
-class Taps(NamedTuple):
-    """The taps of one axis for ``P`` sample points.
+class Tap(NamedTuple):
+    """One tap of one axis for ``P`` sample points.
 
     Attributes:
-      index: `(T, P)` float positions of the taps along the axis (integers,
-        or NaN/inf for non-finite grid values).
-      weight: `(T, P)` interpolation weights, or None for nearest.
-      valid: `(T, P)` bool, False where the tap lies outside the input.
+      index: `(P,)` float positions of the tap along the axis (integers, or
+        NaN/inf for non-finite grid values).
+      weight: `(P,)` interpolation weights, or None for nearest.
+      valid: `(P,)` bool, False where the tap lies outside the input.
     """
 
     index: jax.Array
@@ -42,120 +41,97 @@ def _in_range(index: jax.Array, size: int) -> jax.Array:
     return (index >= 0.0) & (index <= size - 1.0)
 
 
-def _linear_taps(x: jax.Array, size: int, padding_mode: str, align_corners: bool) -> Taps:
+def _linear_tap(
+    x: jax.Array, size: int, padding_mode: str, align_corners: bool, k: jax.Array
+) -> Tap:
     x = PADDING_FNS[padding_mode](x, size, align_corners)
     x0 = jnp.floor(x)
     frac = x - x0
-    index = jnp.stack([x0, x0 + 1.0])
-    weight = jnp.stack([1.0 - frac, frac])
-    return Taps(index, weight, _in_range(index, size))
+    index = x0 + k.astype(x.dtype)
+    return Tap(index, jnp.where(k == 0, 1.0 - frac, frac), _in_range(index, size))
 
 
-def _nearest_taps(x: jax.Array, size: int, padding_mode: str, align_corners: bool) -> Taps:
+def _nearest_tap(
+    x: jax.Array, size: int, padding_mode: str, align_corners: bool, k: jax.Array
+) -> Tap:
+    del k  # one tap
     # Round half to even *after* padding, then mask (SPEC §4.2, torch #149013).
-    index = jnp.round(PADDING_FNS[padding_mode](x, size, align_corners))[None]
-    return Taps(index, None, _in_range(index, size))
+    index = jnp.round(PADDING_FNS[padding_mode](x, size, align_corners))
+    return Tap(index, None, _in_range(index, size))
 
 
-def _cubic_weights(t: jax.Array) -> jax.Array:
-    """Cubic-convolution weights of the taps at offsets -1, 0, 1, 2 (SPEC §4.3)."""
-
-    def near(s):  # |s| <= 1
-        return ((_A + 2.0) * s - (_A + 3.0)) * s * s + 1.0
-
-    def far(s):  # 1 < |s| < 2
-        return ((_A * s - 5.0 * _A) * s + 8.0 * _A) * s - 4.0 * _A
-
-    return jnp.stack([far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)])
+def _cubic_weight(s: jax.Array, near: jax.Array) -> jax.Array:
+    """Cubic-convolution weight at distance ``s`` (SPEC §4.3): ``|s| <= 1`` if ``near``."""
+    near_w = ((_A + 2.0) * s - (_A + 3.0)) * s * s + 1.0
+    far_w = ((_A * s - 5.0 * _A) * s + 8.0 * _A) * s - 4.0 * _A
+    return jnp.where(near, near_w, far_w)
 
 
-def _cubic_taps(x: jax.Array, size: int, padding_mode: str, align_corners: bool) -> Taps:
-    # The centre is not padded; each of the four taps is, independently, so
-    # border and reflection can overshoot near the edge (SPEC §4.3).
+def _cubic_tap(
+    x: jax.Array, size: int, padding_mode: str, align_corners: bool, k: jax.Array
+) -> Tap:
+    # Taps at offsets -1, 0, 1, 2 from floor(x). The centre is not padded;
+    # each tap is, independently, so border and reflection can overshoot near
+    # the edge (SPEC §4.3).
     x0 = jnp.floor(x)
-    weight = _cubic_weights(x - x0)
-    offsets = jnp.arange(-1.0, 3.0, dtype=x.dtype)[:, None]
-    index = PADDING_FNS[padding_mode](x0[None] + offsets, size, align_corners)
+    t = x - x0
+    kf = k.astype(x.dtype)
+    # Distance from x to the tap: t + 1, t, 1 - t, 2 - t.
+    weight = _cubic_weight(jnp.where(k < 2, t + (1.0 - kf), (kf - 1.0) - t), (k == 1) | (k == 2))
+    index = PADDING_FNS[padding_mode](x0 + (kf - 1.0), size, align_corners)
     # A non-finite centre makes the weights NaN: the output is NaN, but no
     # tap is read, so the gradient w.r.t. the input stays finite.
-    valid = _in_range(index, size) & jnp.isfinite(x)[None]
-    return Taps(index, weight, valid)
+    return Tap(index, weight, _in_range(index, size) & jnp.isfinite(x))
 
 
-TapFn = Callable[[jax.Array, int, str, bool], Taps]
+TapFn = Callable[[jax.Array, int, str, bool, jax.Array], Tap]
 
-# Interpolation mode -> per-axis tap function.
-TAP_FNS: dict[str, TapFn] = {
-    "bilinear": _linear_taps,
-    "nearest": _nearest_taps,
-    "bicubic": _cubic_taps,
+# Interpolation mode -> (taps per axis, function giving tap ``k`` of an axis).
+TAP_FNS: dict[str, tuple[int, TapFn]] = {
+    "bilinear": (2, _linear_tap),
+    "nearest": (1, _nearest_tap),
+    "bicubic": (4, _cubic_tap),
 }
 
 
-def _corners(
-    taps: list[Taps], spatial: tuple[int, ...]
-) -> tuple[list[jax.Array], list[jax.Array] | None]:
-    """Combines per-axis taps into the ``K`` corners of the stencil.
+def _corner(
+    coords: list[jax.Array],
+    spatial: tuple[int, ...],
+    corner: jax.Array,
+    mode: str,
+    padding_mode: str,
+    align_corners: bool,
+) -> tuple[jax.Array, jax.Array | None]:
+    """Flat offset and weight of stencil corner number ``corner`` for every point.
+
+    Args:
+      coords: per spatial axis, `(P,)` unnormalised coordinates.
+      spatial: the input's spatial shape.
+      corner: int32 scalar in ``[0, T ** d)``; its base-``T`` digits pick
+        the tap of each axis (last axis fastest).
 
     Returns:
-      ``K`` `(P,)` int32 flat offsets into the input padded with one zero
-      pixel at the end, which invalid corners point at; and ``K`` `(P,)`
-      weights, or None for nearest.
+      `(P,)` int32 offsets into the input flattened over ``spatial`` and
+      padded with one zero pixel at the end, which invalid corners point
+      at; and `(P,)` weights, or None for nearest.
     """
-    # Flat offsets of each axis's taps (invalid taps read offset 0 for now).
-    offsets = []
+    num_taps, tap_fn = TAP_FNS[mode]
+    offset, weight, valid = 0, None, True
     stride = 1
     for axis in reversed(range(len(spatial))):
-        t = taps[axis]
-        offsets.insert(0, jnp.where(t.valid, t.index, 0.0).astype(jnp.int32) * stride)
+        tap = tap_fn(coords[axis], spatial[axis], padding_mode, align_corners, corner % num_taps)
+        corner = corner // num_taps
+        offset = offset + jnp.where(tap.valid, tap.index, 0.0).astype(jnp.int32) * stride
+        valid = valid & tap.valid
         stride *= spatial[axis]
-
-    # Outer product of the per-axis taps, one corner at a time. (A broadcast
-    # formulation crashed XLA CPU under jax.hessian in jax 0.10.2.)
-    index, weight = [], []
-    for combo in itertools.product(*(range(t.index.shape[0]) for t in taps)):
-        picks = list(zip(taps, offsets, combo, strict=True))
-        valid = functools.reduce(jnp.logical_and, [t.valid[k] for t, _, k in picks])
-        index.append(jnp.where(valid, sum(off[k] for _, off, k in picks), stride))
-        if taps[0].weight is not None:
-            weight.append(functools.reduce(jnp.multiply, [t.weight[k] for t, _, k in picks]))
-    return index, (weight or None)
+        if tap.weight is not None:
+            weight = tap.weight if weight is None else tap.weight * weight
+    return jnp.where(valid, offset, stride), weight
 
 
 def _take(flat: jax.Array, idx: jax.Array, channels_last: bool, **mode) -> jax.Array:
     """Gathers rows `(P, C)` of ``flat`` if ``channels_last``, else columns `(C, P)`."""
     return (flat.at[idx] if channels_last else flat.at[:, idx]).get(**mode)
-
-
-def _accumulate_corners(
-    flat: jax.Array, index: list[jax.Array], weight: list[jax.Array], channels_last: bool
-) -> jax.Array:
-    """Sums ``weight[k] * flat[index[k]]`` over the ``K`` corners.
-
-    Args:
-      flat: `(L, C)` input rows if ``channels_last``, else `(C, L)` columns.
-      index: ``K`` `(P,)` int32 offsets in ``[0, L]``; ``L`` marks invalid corners.
-      weight: ``K`` `(P,)` weights.
-      channels_last: layout of ``flat`` and of the `(P, C)` / `(C, P)` result.
-    """
-    # One extra, all-zero pixel that invalid corners read: no mask on the
-    # gathered values, and their gradient lands in the dropped pixel.
-    flat = jnp.pad(flat, ((0, 1), (0, 0)) if channels_last else ((0, 0), (0, 1)))
-
-    def add_corner(out, corner):
-        idx, w = corner
-        v = _take(flat, idx, channels_last, mode="promise_in_bounds")
-        return out + v * (w[:, None] if channels_last else w[None]), None
-
-    # A loop over the corners that re-gathers in the backward pass instead of
-    # storing every corner: temporaries stay O(P * C + K * P) for any K, and
-    # on XLA CPU fwd+bwd runs up to 2x faster than one unrolled gather per
-    # corner (benchmarks/README.md). The first corner starts the sum, so the
-    # carry takes the inputs' sharding.
-    first, _ = add_corner(0.0, (index[0], weight[0]))
-    corners = (jnp.stack(index[1:]), jnp.stack(weight[1:]))
-    out, _ = jax.lax.scan(jax.checkpoint(add_corner), first, corners)
-    return out
 
 
 def sample_one(
@@ -187,19 +163,57 @@ def sample_one(
     out_shape = grid.shape[:-1]
     points = grid.reshape(-1, ndim)
 
-    # Taps per spatial axis, in the input's axis order (z, y, x).
-    taps = []
-    for axis, size in enumerate(spatial):
-        coord = unnormalize(points[:, ndim - 1 - axis], size, align_corners)
-        taps.append(TAP_FNS[mode](coord, size, padding_mode, align_corners))
-    index, weight = _corners(taps, spatial)
+    coords = [
+        unnormalize(points[:, ndim - 1 - axis], size, align_corners)
+        for axis, size in enumerate(spatial)
+    ]
+    corner = functools.partial(
+        _corner, coords, spatial, mode=mode, padding_mode=padding_mode, align_corners=align_corners
+    )
 
     channels = inp.shape[-1] if channels_last else inp.shape[0]
     flat = inp.reshape(-1, channels) if channels_last else inp.reshape(channels, -1)
-    if len(index) == 1:  # nearest: one gather, invalid points read 0
-        out = _take(flat, index[0], channels_last, mode="fill", fill_value=0)
+    num_corners = TAP_FNS[mode][0] ** ndim
+    if num_corners == 1:  # nearest: one gather, invalid points read 0
+        index, _ = corner(jnp.int32(0))
+        out = _take(flat, index, channels_last, mode="fill", fill_value=0)
     else:
-        out = _accumulate_corners(flat, index, weight, channels_last)
+        out = _accumulate_corners(flat, corner, num_corners, channels_last)
     if channels_last:
         return out.reshape(*out_shape, channels)
     return out.reshape(channels, *out_shape)
+
+
+def _accumulate_corners(
+    flat: jax.Array,
+    corner: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    num_corners: int,
+    channels_last: bool,
+) -> jax.Array:
+    """Sums ``weight * flat[index]`` over the stencil corners.
+
+    Args:
+      flat: `(L, C)` input rows if ``channels_last``, else `(C, L)` columns.
+      corner: maps a corner number to its `(P,)` int32 offsets in ``[0, L]``
+        (``L`` marks invalid corners) and `(P,)` weights.
+      num_corners: ``K``, the number of corners.
+      channels_last: layout of ``flat`` and of the `(P, C)` / `(C, P)` result.
+    """
+    # One extra, all-zero pixel that invalid corners read: no mask on the
+    # gathered values, and their gradient lands in the dropped pixel.
+    flat = jnp.pad(flat, ((0, 1), (0, 0)) if channels_last else ((0, 0), (0, 1)))
+
+    def add_corner(out, k):
+        idx, w = corner(k)
+        v = _take(flat, idx, channels_last, mode="promise_in_bounds")
+        return out + v * (w[:, None] if channels_last else w[None]), None
+
+    # A loop over the corners that recomputes each corner's offsets and
+    # weights from the coordinates, and re-gathers in the backward pass: no
+    # (K, P) or (K, P, C) array is ever stored, and XLA fuses each corner's
+    # arithmetic into its gather. The first corner starts the sum, so the
+    # carry takes the inputs' sharding.
+    first, _ = add_corner(0.0, jnp.int32(0))
+    rest = jnp.arange(1, num_corners, dtype=jnp.int32)
+    out, _ = jax.lax.scan(jax.checkpoint(add_corner), first, rest)
+    return out
