@@ -188,14 +188,44 @@ def _grid_sample(
     relayout = not channels_last and input.shape[1] >= _RELAYOUT_MIN_CHANNELS
     if relayout:
         x = jnp.moveaxis(x, 1, -1)
+    config = (mode, padding_mode, align_corners, channels_last or relayout)
+    # After a re-layout the loop is also the faster forward: its boundary keeps
+    # XLA from fusing the transposes into the gathers (benchmarks/README.md).
+    out = _sample_batch(x, grid.astype(compute), config, relayout)
+    if relayout:
+        out = jnp.moveaxis(out, -1, 1)
+    return out.astype(input.dtype)
+
+
+def _vmapped_kernel(config: tuple[str, str, bool, bool], loop: bool):
+    """`sample_one` for ``config = (mode, padding_mode, align_corners, channels_last)``, vmapped."""
+    mode, padding_mode, align_corners, channels_last = config
     kernel = functools.partial(
         sample_one,
         mode=mode,
         padding_mode=padding_mode,
         align_corners=align_corners,
-        channels_last=channels_last or relayout,
+        channels_last=channels_last,
+        loop=loop,
     )
-    out = jax.vmap(kernel)(x, grid.astype(compute))
-    if relayout:
-        out = jnp.moveaxis(out, -1, 1)
-    return out.astype(input.dtype)
+    return jax.vmap(kernel)
+
+
+# The forward value and the derivatives come from two formulations of the same
+# sum over stencil corners (identical numbers, same order of additions): one
+# fused expression for the value, fastest on XLA CPU when there is no
+# re-layout, and a loop over corners for the derivatives, whose transpose
+# (the gradient) is several times faster. The derivatives are still JAX's
+# own autodiff of that loop, so jvp, vjp, grad and hessian all work.
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _sample_batch(
+    x: jax.Array, grid: jax.Array, config: tuple[str, str, bool, bool], loop: bool
+) -> jax.Array:
+    return _vmapped_kernel(config, loop)(x, grid)
+
+
+@_sample_batch.defjvp
+def _sample_batch_jvp(config, loop, primals, tangents):
+    out = _sample_batch(*primals, config, loop)
+    _, tangent = jax.jvp(_vmapped_kernel(config, loop=True), primals, tangents)
+    return out, tangent

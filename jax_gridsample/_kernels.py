@@ -142,6 +142,7 @@ def sample_one(
     padding_mode: str,
     align_corners: bool,
     channels_last: bool = False,
+    loop: bool = True,
 ) -> jax.Array:
     """Samples one example: the kernel that `grid_sample` vmaps over the batch.
 
@@ -154,6 +155,8 @@ def sample_one(
       padding_mode: key of `PADDING_FNS`.
       align_corners: see `unnormalize`.
       channels_last: layout of ``inp`` and of the result.
+      loop: sum the stencil corners in a loop (see `_accumulate_corners`)
+        rather than in one fused expression. Same numbers either way.
 
     Returns:
       `(C, *out)` samples, or `(*out, C)` if ``channels_last``; dtype of ``inp``.
@@ -178,7 +181,7 @@ def sample_one(
         index, _ = corner(jnp.int32(0))
         out = _take(flat, index, channels_last, mode="fill", fill_value=0)
     else:
-        out = _accumulate_corners(flat, corner, num_corners, channels_last)
+        out = _accumulate_corners(flat, corner, num_corners, channels_last, loop)
     if channels_last:
         return out.reshape(*out_shape, channels)
     return out.reshape(channels, *out_shape)
@@ -189,6 +192,7 @@ def _accumulate_corners(
     corner: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
     num_corners: int,
     channels_last: bool,
+    loop: bool,
 ) -> jax.Array:
     """Sums ``weight * flat[index]`` over the stencil corners.
 
@@ -198,6 +202,8 @@ def _accumulate_corners(
         (``L`` marks invalid corners) and `(P,)` weights.
       num_corners: ``K``, the number of corners.
       channels_last: layout of ``flat`` and of the `(P, C)` / `(C, P)` result.
+      loop: a `lax.scan` over the corners if True; else one expression that
+        XLA fuses into a single pass over the points.
     """
     # One extra, all-zero pixel that invalid corners read: no mask on the
     # gathered values, and their gradient lands in the dropped pixel.
@@ -208,11 +214,17 @@ def _accumulate_corners(
         v = _take(flat, idx, channels_last, mode="promise_in_bounds")
         return out + v * (w[:, None] if channels_last else w[None]), None
 
-    # A loop over the corners that recomputes each corner's offsets and
-    # weights from the coordinates, and re-gathers in the backward pass: no
-    # (K, P) or (K, P, C) array is ever stored, and XLA fuses each corner's
-    # arithmetic into its gather. The first corner starts the sum, so the
-    # carry takes the inputs' sharding.
+    if not loop:
+        out = 0.0
+        for k in range(num_corners):
+            out, _ = add_corner(out, jnp.int32(k))
+        return out
+
+    # Each corner's offsets and weights are recomputed from the coordinates
+    # inside the loop body, and the body re-gathers in the backward pass: no
+    # (K, P) or (K, P, C) array is stored, whatever K (up to 16), and each
+    # iteration is one small fused gather. The first corner starts the sum,
+    # so the carry takes the inputs' sharding.
     first, _ = add_corner(0.0, jnp.int32(0))
     rest = jnp.arange(1, num_corners, dtype=jnp.int32)
     out, _ = jax.lax.scan(jax.checkpoint(add_corner), first, rest)
