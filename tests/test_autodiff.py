@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import assert_close, x64_if
 from jax.test_util import check_grads
 
 from jax_gridsample import affine_grid, grid_sample
@@ -204,3 +205,27 @@ def test_many_channels_relayout_matches_few_channel_path(ndim, mode):
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-6, atol=1e-6)
     for a, b in zip(vjp(ct), vjp_ref(ct), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("ndim,mode,pad,align", COMBOS, ids=IDS)
+def test_fused_and_looped_corner_sums_agree(ndim, mode, pad, align, channels_last, dtype):
+    """The forward value (fused corner sum) is the primal of the loop that autodiff sees.
+
+    Same terms in the same order; only XLA's multiply-add contraction may
+    differ between the two, so they agree to the dtype's rounding.
+    """
+    from jax_gridsample._kernels import sample_one
+
+    rng = np.random.default_rng(7)
+    spatial = (4, 5, 6)[-ndim:]
+    x = rng.standard_normal(spatial + (3,) if channels_last else (3,) + spatial).astype(dtype)
+    g = rng.uniform(-1.3, 1.3, (5, 4, ndim)).astype(dtype)
+    g[0, :4, 0] = [np.nan, np.inf, -np.inf, 1e30]  # non-finite and huge points too
+    kw = dict(mode=mode, padding_mode=pad, align_corners=align, channels_last=channels_last)
+    with x64_if(dtype):
+        fused = jax.jit(lambda x, g: sample_one(x, g, loop=False, **kw))(x, g)
+        looped = jax.jit(lambda x, g: sample_one(x, g, loop=True, **kw))(x, g)
+        assert fused.dtype == looped.dtype == dtype
+    assert_close(fused, looped, dtype, what="fused vs looped")
