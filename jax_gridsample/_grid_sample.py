@@ -212,7 +212,8 @@ def _vmapped_kernel(config: tuple[str, str, bool, bool], loop: bool):
 
 
 # The forward value and the derivatives come from two formulations of the same
-# sum over stencil corners (identical numbers, same order of additions): one
+# sum over stencil corners (same terms added in the same order; they agree to
+# rounding, as XLA may contract multiply-adds differently): one
 # fused expression for the value, fastest on XLA CPU when there is no
 # re-layout, and a loop over corners for the derivatives, whose transpose
 # (the gradient) is several times faster. The derivatives are still JAX's
