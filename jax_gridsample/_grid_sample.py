@@ -189,9 +189,13 @@ def _grid_sample(
     if relayout:
         x = jnp.moveaxis(x, 1, -1)
     config = (mode, padding_mode, align_corners, channels_last or relayout)
-    # After a re-layout the loop is also the faster forward: its boundary keeps
-    # XLA from fusing the transposes into the gathers (benchmarks/README.md).
-    out = _sample_batch(x, grid.astype(compute), config, relayout)
+    # The forward loops over corners too after a re-layout (the loop boundary
+    # keeps XLA from fusing the transposes into the gathers), and for
+    # channels-last stencils of more than 4 corners (fused, XLA stores every
+    # corner's (P, C) gather: 9x the arguments' bytes for bicubic).
+    num_corners = TAP_FNS[mode][0] ** (input.ndim - 2)
+    loop = relayout or (channels_last and num_corners > 4)
+    out = _sample_batch(x, grid.astype(compute), config, loop)
     if relayout:
         out = jnp.moveaxis(out, -1, 1)
     return out.astype(input.dtype)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -238,3 +239,26 @@ def test_fused_and_looped_corner_sums_agree(ndim, mode, pad, align, channels_las
         looped = jax.jit(lambda x, g: sample_one(x, g, loop=True, **kw))(x, g)
         assert fused.dtype == looped.dtype == dtype
     assert_close(fused, looped, dtype, what="fused vs looped")
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_temporaries_stay_a_few_times_the_arguments(mode, channel_axis):
+    """XLA's compiled memory analysis: no (K, P, C) stack of corners is stored.
+
+    Storing the 16 bicubic corners would take 16x the output's bytes; the
+    bound of 3x the arguments' bytes (benchmarks/memory.py measures 1.0x
+    forward and 2.5x fwd+bwd) would catch it.
+    """
+    n, c, size = 8, 64, 128  # as benchmarks/memory.py; compiled, never run
+    x_shape = (n, c, size, size) if channel_axis == 1 else (n, size, size, c)
+    x = jax.ShapeDtypeStruct(x_shape, jnp.float32)
+    g = jax.ShapeDtypeStruct((n, size, size, 2), jnp.float32)
+    args_bytes = 4 * (2 * math.prod(x_shape) + math.prod(g.shape))  # input, output, grid
+
+    def loss(x, g):  # a consumer XLA fuses the sampling into
+        return jnp.sum(grid_sample(x, g, mode, channel_axis=channel_axis) ** 2)
+
+    for f in (loss, jax.grad(loss, argnums=(0, 1))):
+        temp = jax.jit(f).lower(x, g).compile().memory_analysis().temp_size_in_bytes
+        assert temp <= 3 * args_bytes, (temp, args_bytes)
