@@ -220,21 +220,12 @@ def _accumulate_corners(
             out, _ = add_corner(out, jnp.int32(k))
         return out
 
-    def add_corner_rows(out, k):
-        # One (P,) row per channel: the gradient w.r.t. the weights then sums
-        # C products with adds, where a reduction over a short channel axis
-        # is slow on XLA CPU (about 2x on C = 3, benchmarks/README.md).
-        idx, w = corner(k)
-        rows = [row.at[idx].get(mode="promise_in_bounds") for row in flat]
-        return tuple(o + v * w for o, v in zip(out, rows, strict=True)), None
-
     # Each corner's offsets and weights are recomputed from the coordinates
     # inside the loop body, and the body re-gathers in the backward pass: no
     # (K, P) or (K, P, C) array is stored, whatever K (up to 16), and each
-    # iteration is a few small fused gathers. The first corner starts the
-    # sum, so the carry takes the inputs' sharding.
-    body = add_corner if channels_last else add_corner_rows
-    first, _ = body(0.0 if channels_last else (0.0,) * flat.shape[0], jnp.int32(0))
+    # iteration is one small fused gather. The first corner starts the sum,
+    # so the carry takes the inputs' sharding.
+    first, _ = add_corner(0.0, jnp.int32(0))
     rest = jnp.arange(1, num_corners, dtype=jnp.int32)
-    out, _ = jax.lax.scan(jax.checkpoint(body), first, rest)
-    return out if channels_last else jnp.stack(out)
+    out, _ = jax.lax.scan(jax.checkpoint(add_corner), first, rest)
+    return out
