@@ -11,7 +11,7 @@ from jax.typing import ArrayLike
 
 from jax_gridsample import _checks
 from jax_gridsample._coordinates import PADDING_FNS
-from jax_gridsample._kernels import TAP_FNS, sample_one
+from jax_gridsample._kernels import TAP_FNS, num_corners, sample_one
 
 MODES = tuple(TAP_FNS)
 # Gather offsets are int32 and index one channel's spatial elements; N and C
@@ -193,8 +193,7 @@ def _grid_sample(
     # keeps XLA from fusing the transposes into the gathers), and for
     # channels-last stencils of more than 4 corners (fused, XLA stores every
     # corner's (P, C) gather: 9x the arguments' bytes for bicubic).
-    num_corners = TAP_FNS[mode][0] ** (input.ndim - 2)
-    loop = relayout or (channels_last and num_corners > 4)
+    loop = relayout or (channels_last and num_corners(mode, input.ndim - 2) > 4)
     out = _sample_batch(x, grid.astype(compute), config, loop)
     if relayout:
         out = jnp.moveaxis(out, -1, 1)

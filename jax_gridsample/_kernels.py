@@ -94,6 +94,11 @@ TAP_FNS: dict[str, tuple[int, TapFn]] = {
 }
 
 
+def num_corners(mode: str, ndim: int) -> int:
+    """``K``, the number of stencil corners of ``mode`` in ``ndim`` dimensions."""
+    return TAP_FNS[mode][0] ** ndim
+
+
 def _corner(
     coords: list[jax.Array],
     spatial: tuple[int, ...],
@@ -176,12 +181,12 @@ def sample_one(
 
     channels = inp.shape[-1] if channels_last else inp.shape[0]
     flat = inp.reshape(-1, channels) if channels_last else inp.reshape(channels, -1)
-    num_corners = TAP_FNS[mode][0] ** ndim
-    if num_corners == 1:  # nearest: one gather, invalid points read 0
+    k = num_corners(mode, ndim)
+    if k == 1:  # nearest: one gather, invalid points read 0
         index, _ = corner(jnp.int32(0))
         out = _take(flat, index, channels_last, mode="fill", fill_value=0)
     else:
-        out = _accumulate_corners(flat, corner, num_corners, channels_last, loop)
+        out = _accumulate_corners(flat, corner, k, channels_last, loop)
     if channels_last:
         return out.reshape(*out_shape, channels)
     return out.reshape(channels, *out_shape)
@@ -190,7 +195,7 @@ def sample_one(
 def _accumulate_corners(
     flat: jax.Array,
     corner: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
-    num_corners: int,
+    count: int,
     channels_last: bool,
     loop: bool,
 ) -> jax.Array:
@@ -200,7 +205,7 @@ def _accumulate_corners(
       flat: `(L, C)` input rows if ``channels_last``, else `(C, L)` columns.
       corner: maps a corner number to its `(P,)` int32 offsets in ``[0, L]``
         (``L`` marks invalid corners) and `(P,)` weights.
-      num_corners: ``K``, the number of corners.
+      count: ``K``, the number of corners.
       channels_last: layout of ``flat`` and of the `(P, C)` / `(C, P)` result.
       loop: a `lax.scan` over the corners if True; else one expression that
         XLA fuses into a single pass over the points.
@@ -216,7 +221,7 @@ def _accumulate_corners(
 
     if not loop:
         out = 0.0
-        for k in range(num_corners):
+        for k in range(count):
             out, _ = add_corner(out, jnp.int32(k))
         return out
 
@@ -226,6 +231,6 @@ def _accumulate_corners(
     # iteration is one small fused gather. The first corner starts the sum,
     # so the carry takes the inputs' sharding.
     first, _ = add_corner(0.0, jnp.int32(0))
-    rest = jnp.arange(1, num_corners, dtype=jnp.int32)
+    rest = jnp.arange(1, count, dtype=jnp.int32)
     out, _ = jax.lax.scan(jax.checkpoint(add_corner), first, rest)
     return out

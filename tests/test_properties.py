@@ -19,7 +19,7 @@ import numpy as np
 from conftest import as_jax, assert_close, x64_if
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from numpy_reference import grad_input_ref, grid_sample_ref
+from numpy_reference import grad_input_ref, grid_sample_ref, unnormalize
 
 from jax_gridsample import grid_sample
 
@@ -69,8 +69,8 @@ def _near_tie(grid, spatial, align, dtype):
     d = len(spatial)
     with np.errstate(invalid="ignore", over="ignore"):
         for k in range(d):
-            size, g = spatial[d - 1 - k], grid[..., k].astype(np.float64)
-            x = (g + 1) / 2 * (size - 1) if align else ((g + 1) * size - 1) / 2
+            size = spatial[d - 1 - k]
+            x = unnormalize(grid[..., k].astype(np.float64), size, align)
             dist = np.abs(x - np.floor(x) - 0.5)
             near |= np.isfinite(x) & (dist <= eps * np.maximum(1.0, np.abs(x)))
     return near
@@ -104,8 +104,7 @@ def _smooth_points(grid, spatial, align):
     d = len(spatial)
     with np.errstate(invalid="ignore", over="ignore"):
         for k in range(d):
-            size, g = spatial[d - 1 - k], grid[..., k]
-            x = (g + 1) / 2 * (size - 1) if align else ((g + 1) * size - 1) / 2
+            x = unnormalize(grid[..., k], spatial[d - 1 - k], align)
             ok &= np.abs(2 * x - np.round(2 * x)) > 2 * KINK_MARGIN
     return ok
 
@@ -130,7 +129,7 @@ def test_matches_numpy_reference(case):
     wild = huge if padding == "reflection" else np.zeros_like(huge)
     # Nearest is discontinuous at half-integers: within a few ulps of a tie, float32
     # (ours, as torch's float32 kernel) and the float64 reference may round apart.
-    tie = _near_tie(grid, shape[2:], align, dtype) if mode == "nearest" else wild & False
+    tie = _near_tie(grid, shape[2:], align, dtype) if mode == "nearest" else np.zeros_like(wild)
     ct = ct * ~(wild | tie)[:, None]
     ref_out, taps = grid_sample_ref(x, grid, mode, padding, align)
     ref_gx = grad_input_ref(shape, taps, ct)
