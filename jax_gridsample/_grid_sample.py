@@ -18,9 +18,9 @@ MODES = tuple(TAP_FNS)
 # are separate gather dimensions, so only prod(spatial) is limited.
 _MAX_SPATIAL = 2**31 - 1
 PADDING_MODES = tuple(PADDING_FNS)
-# Channels-first inputs with at least this many channels are sampled through
-# the channels-last kernel.
-_RELAYOUT_MIN_CHANNELS = 16
+# A channels-first input is sampled through the channels-last kernel when
+# each point reads at least this many values (channels x stencil corners).
+_RELAYOUT_MIN_READS = 512
 
 
 def grid_sample(
@@ -182,21 +182,8 @@ def _grid_sample(
 ) -> jax.Array:
     # Half types are computed in float32 and rounded once (SPEC decision 6).
     compute = jnp.promote_types(input.dtype, jnp.float32)
-    x = input.astype(compute)
-    # With many channels, gathering contiguous C-vectors beats gathering strided
-    # channels on XLA CPU by more than the two transposes cost (benchmarks/).
-    relayout = not channels_last and input.shape[1] >= _RELAYOUT_MIN_CHANNELS
-    if relayout:
-        x = jnp.moveaxis(x, 1, -1)
-    config = (mode, padding_mode, align_corners, channels_last or relayout)
-    # The forward loops over corners too after a re-layout (the loop boundary
-    # keeps XLA from fusing the transposes into the gathers), and for
-    # channels-last stencils of more than 4 corners (fused, XLA stores every
-    # corner's (P, C) gather: 9x the arguments' bytes for bicubic).
-    loop = relayout or (channels_last and num_corners(mode, input.ndim - 2) > 4)
-    out = _sample_batch(x, grid.astype(compute), config, loop)
-    if relayout:
-        out = jnp.moveaxis(out, -1, 1)
+    config = (mode, padding_mode, align_corners, channels_last)
+    out = _sample_batch(input.astype(compute), grid.astype(compute), config)
     return out.astype(input.dtype)
 
 
@@ -214,22 +201,49 @@ def _vmapped_kernel(config: tuple[str, str, bool, bool], loop: bool):
     return jax.vmap(kernel)
 
 
-# The forward value and the derivatives come from two formulations of the same
-# sum over stencil corners (same terms added in the same order; they agree to
-# rounding, as XLA may contract multiply-adds differently): one
-# fused expression for the value, fastest on XLA CPU when there is no
-# re-layout, and a loop over corners for the derivatives, whose transpose
-# (the gradient) is several times faster. The derivatives are still JAX's
-# own autodiff of that loop, so jvp, vjp, grad and hessian all work.
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _sample_batch(
+def _channels_last_call(
     x: jax.Array, grid: jax.Array, config: tuple[str, str, bool, bool], loop: bool
 ) -> jax.Array:
-    return _vmapped_kernel(config, loop)(x, grid)
+    """The channels-last kernel, moving a channels-first ``x`` and its result."""
+    channels_last = config[3]
+    if not channels_last:
+        x = jnp.moveaxis(x, 1, -1)
+    out = _vmapped_kernel(config[:3] + (True,), loop)(x, grid)
+    return out if channels_last else jnp.moveaxis(out, -1, 1)
+
+
+# The forward value and the derivatives come from two formulations of the same
+# sum over stencil corners (same terms in the same order; they agree to
+# rounding, as XLA may contract multiply-adds differently), each the fastest
+# on XLA CPU for its job (benchmarks/README.md). The value: one fused
+# expression over the corners in the caller's layout, except in the two cases
+# below. The derivatives: a loop over corners, channels-last (gathering whole
+# C-vectors), whatever the caller's layout; its transpose (the gradient) is
+# several times faster than the fused one's. They are still JAX's own autodiff
+# of that loop, so jvp, vjp, grad and hessian all work.
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _sample_batch(x: jax.Array, grid: jax.Array, config: tuple[str, str, bool, bool]) -> jax.Array:
+    mode, _, _, channels_last = config
+    corners = num_corners(mode, x.ndim - 2)
+    # Gathering contiguous C-vectors beats gathering strided channels by more
+    # than the two transposes cost once each point reads many values. That
+    # path loops over corners (fused, XLA merges the transposes into the
+    # gathers), and so do channels-last stencils of more than 4 corners
+    # (fused, XLA stores every corner's (P, C) gather: 9x the arguments' bytes
+    # for bicubic).
+    relayout = not channels_last and x.shape[1] * corners >= _RELAYOUT_MIN_READS
+    if relayout or (channels_last and corners > 4):
+        return _channels_last_call(x, grid, config, loop=True)
+    # The barrier keeps a consumer (say, a reduction that XLA CPU hands to
+    # YNNPACK) out of the fusion; fused with one, XLA stored every corner's
+    # gather (2.5x the arguments' bytes for bilinear, 9x for bicubic).
+    return jax.lax.optimization_barrier(_vmapped_kernel(config, loop=False)(x, grid))
 
 
 @_sample_batch.defjvp
-def _sample_batch_jvp(config, loop, primals, tangents):
-    out = _sample_batch(*primals, config, loop)
-    _, tangent = jax.jvp(_vmapped_kernel(config, loop=True), primals, tangents)
+def _sample_batch_jvp(config, primals, tangents):
+    out = _sample_batch(*primals, config)
+    _, tangent = jax.jvp(
+        functools.partial(_channels_last_call, config=config, loop=True), primals, tangents
+    )
     return out, tangent

@@ -186,11 +186,12 @@ def test_affine_grid_gradient_check_float64():
 
 @pytest.mark.parametrize("ndim,mode", [(2, "bilinear"), (2, "bicubic"), (3, "nearest")])
 def test_many_channels_relayout_matches_few_channel_path(ndim, mode):
-    """C >= 16 is sampled through the channels-last kernel; C < 16 is not."""
-    from jax_gridsample._grid_sample import _RELAYOUT_MIN_CHANNELS
+    """Many channels (C x corners >= 512) are sampled through the channels-last kernel."""
+    from jax_gridsample._grid_sample import _RELAYOUT_MIN_READS
+    from jax_gridsample._kernels import num_corners
 
     rng = np.random.default_rng(6)
-    c = 2 * _RELAYOUT_MIN_CHANNELS
+    c = 2 * -(-_RELAYOUT_MIN_READS // num_corners(mode, ndim))
     x = jnp.asarray(rng.standard_normal((2, c) + (4, 5, 6)[-ndim:]), jnp.float32)
     g = jnp.asarray(rng.uniform(-1.3, 1.3, (2,) + (3, 2, 4)[-ndim:] + (ndim,)), jnp.float32)
     ct = jnp.asarray(rng.standard_normal((2, c) + (3, 2, 4)[-ndim:]), jnp.float32)
