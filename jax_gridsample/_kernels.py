@@ -210,20 +210,25 @@ def _accumulate_corners(
       loop: a `lax.scan` over the corners if True; else one expression that
         XLA fuses into a single pass over the points.
     """
-    # One extra, all-zero pixel that invalid corners read: no mask on the
-    # gathered values, and their gradient lands in the dropped pixel.
-    flat = jnp.pad(flat, ((0, 1), (0, 0)) if channels_last else ((0, 0), (0, 1)))
 
-    def add_corner(out, k):
+    def add_corner(out, k, flat, **gather_mode):
         idx, w = corner(k)
-        v = _take(flat, idx, channels_last, mode="promise_in_bounds")
+        v = _take(flat, idx, channels_last, **gather_mode)
         return out + v * (w[:, None] if channels_last else w[None]), None
 
     if not loop:
+        # Invalid corners (offset L) read 0 from a fill-mode gather: no copy
+        # of the input.
         out = 0.0
         for k in range(count):
-            out, _ = add_corner(out, jnp.int32(k))
+            out, _ = add_corner(out, jnp.int32(k), flat, mode="fill", fill_value=0)
         return out
+
+    # In the loop, invalid corners read one extra, all-zero pixel instead, and
+    # their gradient lands there and is dropped (the transpose of a fill-mode
+    # gather is slower on XLA CPU).
+    padded = jnp.pad(flat, ((0, 1), (0, 0)) if channels_last else ((0, 0), (0, 1)))
+    add_corner = functools.partial(add_corner, flat=padded, mode="promise_in_bounds")
 
     # Each corner's offsets and weights are recomputed from the coordinates
     # inside the loop body, and the body re-gathers in the backward pass: no
