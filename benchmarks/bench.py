@@ -5,7 +5,8 @@
 Method (see benchmarks/README.md): compile timed separately; warm-up calls; each
 sample times `--inner` calls ending in `block_until_ready` (JAX) or
 `torch.cuda.synchronize` (CUDA); ours and torch alternate sample by sample in
-the same process; medians and interquartile spread over `--repeats` samples.
+the same process, in a rotating order, each sample after one untimed call;
+medians and interquartile spread over `--repeats` samples.
 "forward" samples the output; "fwd+bwd" also computes gradients w.r.t. input
 and grid for a fixed cotangent.
 """
@@ -159,8 +160,17 @@ def bench_case(name, spec, args, torch, tdev):
         for _ in range(2):
             _time(f, s, 1)
     samples = {k: [] for k in timed}
-    for _ in range(args.repeats):  # interleaved
-        for k, (f, s) in timed.items():
+    keys = list(timed)
+    for r in range(args.repeats):  # interleaved, in an order that rotates
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            f, s = timed[k]
+            # The sample right after torch's shares the cores with torch's
+            # spin-waiting OpenMP workers (see README): rotating the order
+            # spreads that over all implementations, and one untimed call
+            # absorbs part of it. --pause idles before that call.
+            if args.pause:
+                time.sleep(args.pause)
+            _time(f, s, 1)
             samples[k].append(_time(f, s, args.inner))
     result["timings"] = {f"{k[0]} {k[1]}": _stats(v) for k, v in samples.items()}
     for tag in ("forward", "fwd+bwd"):
@@ -178,6 +188,9 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--inner", type=int, default=3)
+    parser.add_argument(
+        "--pause", type=float, default=0.0, help="seconds idle before each sample (default none)"
+    )
     parser.add_argument("--cases", default="", help="comma-separated substrings to select")
     parser.add_argument("--no-torch", action="store_true")
     args = parser.parse_args()
@@ -203,6 +216,7 @@ def main():
         "dtype": args.dtype,
         "repeats": args.repeats,
         "inner": args.inner,
+        "pause_s": args.pause,
     }
     if torch is not None and tdev == "cuda":
         env["torch_device_name"] = torch.cuda.get_device_name()
