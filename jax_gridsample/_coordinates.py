@@ -46,7 +46,10 @@ def clip(x: jax.Array, size: int) -> jax.Array:
     """
     high = size - 1.0
     inside = (x > 0.0) & (x < high)
-    return jnp.where(inside, x, jnp.where(x >= high, high, 0.0))
+    # Not jnp.where(x >= high, high, 0.0): under vmap, with explicitly
+    # sharded arguments and no mesh set, jax 0.12 gives that a malformed
+    # sharding (tests/test_sharding.py).
+    return jnp.where(inside, x, (x >= high).astype(x.dtype) * high)
 
 
 def reflect(x: jax.Array, size: int, align_corners: bool) -> jax.Array:

@@ -13,21 +13,21 @@ import textwrap
 
 SCRIPT = textwrap.dedent(
     """
+    import contextlib
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
     from jax_gridsample import affine_grid, grid_sample
 
     assert jax.device_count() == 8, jax.devices()
-    mesh = jax.make_mesh((8,), ("batch",))
-    batch = NamedSharding(mesh, P("batch"))
     rng = np.random.default_rng(0)
     COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "collective-permute",
                    "reduce-scatter")
 
     def check(name, f, *args):
+        name = f"{name} [{MODE}]"
         sharded = [jax.device_put(a, batch) for a in args]
         out = f(*sharded)
-        ref = f(*[jax.device_put(a, jax.devices()[0]) for a in args])
+        ref = f(*[jax.device_put(a, NamedSharding(mesh, P())) for a in args])  # replicated
         for o, r in zip(jax.tree.leaves(out), jax.tree.leaves(ref)):
             assert o.sharding.is_equivalent_to(batch, o.ndim), (name, o.sharding)
             o, r = np.asarray(o), np.asarray(r)
@@ -38,22 +38,32 @@ SCRIPT = textwrap.dedent(
         assert not found, (name, found)
         print(name, "ok: identical, batch-sharded, no collectives")
 
-    for ndim, mode in ((2, "bicubic"), (3, "bilinear")):
-        x = rng.standard_normal((16, 3) + (6, 7, 8)[-ndim:]).astype(np.float32)
-        g = rng.uniform(-1.2, 1.2, (16,) + (4, 5, 3)[-ndim:] + (ndim,)).astype(np.float32)
-        for pad in ("zeros", "reflection"):
-            fwd = jax.jit(lambda x, g: grid_sample(x, g, mode, pad, False))
-            check(f"{ndim + 2}-D {mode} {pad} forward", fwd, x, g)
-            grad = jax.jit(jax.grad(lambda x, g: (grid_sample(x, g, mode, pad, False) ** 2).sum()
-                                    / 2, argnums=(0, 1)))
-            # The loss sums over the batch; its gradient per example stays local.
-            check(f"{ndim + 2}-D {mode} {pad} gradients", grad, x, g)
-        xl = np.moveaxis(x, 1, -1).copy()
-        check(f"{ndim + 2}-D channels-last", jax.jit(
-            lambda x, g: grid_sample(x, g, channel_axis=-1)), xl, g)
+    # Auto axes (the partitioner places the work) and Explicit axes (shardings
+    # are part of the types; jax.make_mesh's default from jax 0.12 on), the
+    # latter with and without a mesh set.
+    AxisType = jax.sharding.AxisType
+    for MODE in ("Auto", "Explicit", "Explicit, set_mesh"):
+        mesh = jax.make_mesh((8,), ("batch",), axis_types=(getattr(AxisType, MODE.split(",")[0]),))
+        batch = NamedSharding(mesh, P("batch"))
+        context = jax.set_mesh(mesh) if "set_mesh" in MODE else contextlib.nullcontext()
+        with context:
+            for ndim, mode in ((2, "bicubic"), (3, "bilinear")):
+                x = rng.standard_normal((16, 3) + (6, 7, 8)[-ndim:]).astype(np.float32)
+                g = rng.uniform(-1.2, 1.2, (16,) + (4, 5, 3)[-ndim:] + (ndim,)).astype(np.float32)
+                for pad in ("zeros", "reflection"):
+                    fwd = jax.jit(lambda x, g: grid_sample(x, g, mode, pad, False))
+                    check(f"{ndim + 2}-D {mode} {pad} forward", fwd, x, g)
+                    def loss(x, g):
+                        return (grid_sample(x, g, mode, pad, False) ** 2).sum() / 2
+                    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+                    # The loss sums over the batch; its gradient per example stays local.
+                    check(f"{ndim + 2}-D {mode} {pad} gradients", grad, x, g)
+                xl = np.moveaxis(x, 1, -1).copy()
+                check(f"{ndim + 2}-D channels-last", jax.jit(
+                    lambda x, g: grid_sample(x, g, channel_axis=-1)), xl, g)
 
-    theta = rng.standard_normal((16, 2, 3)).astype(np.float32)
-    check("affine_grid", jax.jit(lambda t: affine_grid(t, (16, 3, 9, 11))), theta)
+            theta = rng.standard_normal((16, 2, 3)).astype(np.float32)
+            check("affine_grid", jax.jit(lambda t: affine_grid(t, (16, 3, 9, 11))), theta)
     print("ALL OK")
     """
 )
