@@ -201,14 +201,14 @@ def _vmapped_kernel(config: tuple[str, str, bool, bool], loop: bool):
     return jax.vmap(kernel)
 
 
-def _channels_last_call(
-    x: jax.Array, grid: jax.Array, config: tuple[str, str, bool, bool], loop: bool
+def _channels_last_loop(
+    x: jax.Array, grid: jax.Array, config: tuple[str, str, bool, bool]
 ) -> jax.Array:
-    """The channels-last kernel, moving a channels-first ``x`` and its result."""
+    """The channels-last corner loop, moving a channels-first ``x`` and its result."""
     channels_last = config[3]
     if not channels_last:
         x = jnp.moveaxis(x, 1, -1)
-    out = _vmapped_kernel(config[:3] + (True,), loop)(x, grid)
+    out = _vmapped_kernel(config[:3] + (True,), loop=True)(x, grid)
     return out if channels_last else jnp.moveaxis(out, -1, 1)
 
 
@@ -233,7 +233,7 @@ def _sample_batch(x: jax.Array, grid: jax.Array, config: tuple[str, str, bool, b
     # for bicubic).
     relayout = not channels_last and x.shape[1] * corners >= _RELAYOUT_MIN_READS
     if relayout or (channels_last and corners > 4):
-        return _channels_last_call(x, grid, config, loop=True)
+        return _channels_last_loop(x, grid, config)
     # The barrier keeps a consumer (say, a reduction that XLA CPU hands to
     # YNNPACK) out of the fusion; fused with one, XLA stored every corner's
     # gather (2.5x the arguments' bytes for bilinear, 9x for bicubic).
@@ -243,7 +243,5 @@ def _sample_batch(x: jax.Array, grid: jax.Array, config: tuple[str, str, bool, b
 @_sample_batch.defjvp
 def _sample_batch_jvp(config, primals, tangents):
     out = _sample_batch(*primals, config)
-    _, tangent = jax.jvp(
-        functools.partial(_channels_last_call, config=config, loop=True), primals, tangents
-    )
+    _, tangent = jax.jvp(functools.partial(_channels_last_loop, config=config), primals, tangents)
     return out, tangent

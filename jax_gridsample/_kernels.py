@@ -116,9 +116,10 @@ def _corner(
         the tap of each axis (last axis fastest).
 
     Returns:
-      `(P,)` int32 offsets into the input flattened over ``spatial`` and
-      padded with one zero pixel at the end, which invalid corners point
-      at; and `(P,)` weights, or None for nearest.
+      `(P,)` int32 offsets into the input flattened over ``spatial``;
+      invalid corners get ``prod(spatial)``, one past the end (a zero
+      pixel or a fill-mode read, see `_accumulate_corners`); and `(P,)`
+      weights, or None for nearest.
     """
     num_taps, tap_fn = TAP_FNS[mode]
     offset, weight, valid = 0, None, True
