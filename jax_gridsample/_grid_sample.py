@@ -18,9 +18,10 @@ MODES = tuple(TAP_FNS)
 # are separate gather dimensions, so only prod(spatial) is limited.
 _MAX_SPATIAL = 2**31 - 1
 PADDING_MODES = tuple(PADDING_FNS)
-# A channels-first input is sampled through the channels-last kernel when
-# each point reads at least this many values (channels x stencil corners).
-_RELAYOUT_MIN_READS = 512
+# A channels-first input with a stencil of more than 4 corners (trilinear,
+# bicubic) is sampled through the channels-last kernel from this many
+# channels on.
+_RELAYOUT_MIN_CHANNELS = 64
 
 
 def grid_sample(
@@ -225,13 +226,14 @@ def _channels_last_loop(
 def _sample_batch(x: jax.Array, grid: jax.Array, config: tuple[str, str, bool, bool]) -> jax.Array:
     mode, _, _, channels_last = config
     corners = num_corners(mode, x.ndim - 2)
-    # Gathering contiguous C-vectors beats gathering strided channels by more
-    # than the two transposes cost once each point reads many values. That
-    # path loops over corners (fused, XLA merges the transposes into the
-    # gathers), and so do channels-last stencils of more than 4 corners
-    # (fused, XLA stores every corner's (P, C) gather: 9x the arguments' bytes
-    # for bicubic).
-    relayout = not channels_last and x.shape[1] * corners >= _RELAYOUT_MIN_READS
+    # With many channels and a large stencil, gathering contiguous C-vectors
+    # beats gathering strided channels by more than the two transposes cost
+    # (bilinear 2-D never gains: its fused gathers are cheaper). That path
+    # loops over corners (fused, XLA merges the transposes into the gathers),
+    # and so do channels-last stencils of more than 4 corners (fused, XLA
+    # stores every corner's (P, C) gather: 9x the arguments' bytes for
+    # bicubic).
+    relayout = not channels_last and corners > 4 and x.shape[1] >= _RELAYOUT_MIN_CHANNELS
     if relayout or (channels_last and corners > 4):
         return _channels_last_loop(x, grid, config)
     # The barrier keeps a consumer (say, a reduction that XLA CPU hands to

@@ -212,24 +212,36 @@ def _accumulate_corners(
         XLA fuses into a single pass over the points.
     """
 
-    def add_corner(out, k, flat, **gather_mode):
-        idx, w = corner(k)
+    def weighted(flat, idx, w, **gather_mode):
         v = _take(flat, idx, channels_last, **gather_mode)
-        return out + v * (w[:, None] if channels_last else w[None]), None
+        return v * (w[:, None] if channels_last else w[None])
 
     if not loop:
+        channels = flat.shape[1] if channels_last else flat.shape[0]
+        if channels >= 2 * count:
+            # Inside the fused gathers, each point's offsets and weights would
+            # be computed again for every channel. Computed in a loop (XLA
+            # does not fuse across its boundary), they are computed once and
+            # stored: `(K, P)` offsets and weights, at most the output's bytes
+            # when C >= 2K.
+            offsets, weights = jax.lax.map(corner, jnp.arange(count, dtype=jnp.int32))
+        else:
+            offsets, weights = zip(*(corner(jnp.int32(k)) for k in range(count)), strict=True)
         # Invalid corners (offset L) read 0 from a fill-mode gather: no copy
         # of the input.
         out = 0.0
         for k in range(count):
-            out, _ = add_corner(out, jnp.int32(k), flat, mode="fill", fill_value=0)
+            out = out + weighted(flat, offsets[k], weights[k], mode="fill", fill_value=0)
         return out
 
     # In the loop, invalid corners read one extra, all-zero pixel instead, and
     # their gradient lands there and is dropped (the transpose of a fill-mode
     # gather is slower on XLA CPU).
     padded = jnp.pad(flat, ((0, 1), (0, 0)) if channels_last else ((0, 0), (0, 1)))
-    add_corner = functools.partial(add_corner, flat=padded, mode="promise_in_bounds")
+
+    def add_corner(out, k):
+        idx, w = corner(k)
+        return out + weighted(padded, idx, w, mode="promise_in_bounds"), None
 
     # Each corner's offsets and weights are recomputed from the coordinates
     # inside the loop body, and the body re-gathers in the backward pass: no

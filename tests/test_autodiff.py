@@ -184,14 +184,15 @@ def test_affine_grid_gradient_check_float64():
         check_grads(lambda t: affine_grid(t, (2, 1, 3, 4, 5), False), (theta,), order=2)
 
 
-@pytest.mark.parametrize("ndim,mode", [(2, "bilinear"), (2, "bicubic"), (3, "nearest")])
-def test_many_channels_relayout_matches_few_channel_path(ndim, mode):
-    """Many channels (C x corners >= 512) are sampled through the channels-last kernel."""
-    from jax_gridsample._grid_sample import _RELAYOUT_MIN_READS
-    from jax_gridsample._kernels import num_corners
+@pytest.mark.parametrize(
+    "ndim,mode", [(2, "bilinear"), (2, "bicubic"), (3, "bilinear"), (3, "nearest")]
+)
+def test_many_channels_match_the_same_channels_in_parts(ndim, mode):
+    """Many channels: bicubic and trilinear go through the channels-last kernel."""
+    from jax_gridsample._grid_sample import _RELAYOUT_MIN_CHANNELS
 
     rng = np.random.default_rng(6)
-    c = 2 * -(-_RELAYOUT_MIN_READS // num_corners(mode, ndim))
+    c = 2 * _RELAYOUT_MIN_CHANNELS
     x = jnp.asarray(rng.standard_normal((2, c) + (4, 5, 6)[-ndim:]), jnp.float32)
     g = jnp.asarray(rng.uniform(-1.3, 1.3, (2,) + (3, 2, 4)[-ndim:] + (ndim,)), jnp.float32)
     ct = jnp.asarray(rng.standard_normal((2, c) + (3, 2, 4)[-ndim:]), jnp.float32)
@@ -199,7 +200,7 @@ def test_many_channels_relayout_matches_few_channel_path(ndim, mode):
     def f(x, g):
         return grid_sample(x, g, mode, "reflection", False)
 
-    def split(x, g):  # halves below the threshold take the channels-first kernel
+    def split(x, g):  # parts below the threshold take the channels-first kernel
         h = c // 2 - 1
         return jnp.concatenate([f(x[:, :h], g), f(x[:, h : 2 * h], g), f(x[:, 2 * h :], g)], 1)
 
@@ -210,19 +211,22 @@ def test_many_channels_relayout_matches_few_channel_path(ndim, mode):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("channels", ["few", "many"])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("ndim,mode,pad,align", COMBOS, ids=IDS)
-def test_fused_and_looped_corner_sums_agree(ndim, mode, pad, align, channels_last, dtype):
+def test_fused_and_looped_corner_sums_agree(ndim, mode, pad, align, channels_last, channels, dtype):
     """The forward value (fused corner sum) is the primal of the loop that autodiff sees.
 
     Same terms in the same order; only XLA's multiply-add contraction may
-    differ between the two, so they agree to the dtype's rounding.
+    differ between the two, so they agree to the dtype's rounding. With C >=
+    2K channels the fused sum reads offsets and weights stored beforehand.
     """
-    from jax_gridsample._kernels import sample_one
+    from jax_gridsample._kernels import num_corners, sample_one
 
     rng = np.random.default_rng(7)
     spatial = (4, 5, 6)[-ndim:]
-    x = rng.standard_normal(spatial + (3,) if channels_last else (3,) + spatial).astype(dtype)
+    c = 3 if channels == "few" else 2 * num_corners(mode, ndim)
+    x = rng.standard_normal(spatial + (c,) if channels_last else (c,) + spatial).astype(dtype)
     g = rng.uniform(-1.3, 1.3, (5, 4, ndim)).astype(dtype)
     g[0, :4, 0] = [np.nan, np.inf, -np.inf, 1e30]  # non-finite and huge points too
     kw = dict(mode=mode, padding_mode=pad, align_corners=align, channels_last=channels_last)
