@@ -62,6 +62,13 @@ SCRIPT = textwrap.dedent(
                 check(f"{ndim + 2}-D channels-last", jax.jit(
                     lambda x, g: grid_sample(x, g, channel_axis=-1)), xl, g)
 
+            # C >= 2K: the forward stores each point's offsets and weights first.
+            x = rng.standard_normal((16, 8, 6, 7)).astype(np.float32)
+            g = rng.uniform(-1.2, 1.2, (16, 4, 5, 2)).astype(np.float32)
+            check("4-D bilinear, 8 channels", jax.jit(lambda x, g: grid_sample(x, g)), x, g)
+            check("4-D bilinear, 8 channels, channels-last", jax.jit(
+                lambda x, g: grid_sample(x, g, channel_axis=-1)), np.moveaxis(x, 1, -1).copy(), g)
+
             theta = rng.standard_normal((16, 2, 3)).astype(np.float32)
             check("affine_grid", jax.jit(lambda t: affine_grid(t, (16, 3, 9, 11))), theta)
     print("ALL OK")
