@@ -188,7 +188,11 @@ def test_affine_grid_gradient_check_float64():
     "ndim,mode", [(2, "bilinear"), (2, "bicubic"), (3, "bilinear"), (3, "nearest")]
 )
 def test_many_channels_match_the_same_channels_in_parts(ndim, mode):
-    """Many channels: bicubic and trilinear go through the channels-last kernel."""
+    """Many channels at once match the same channels sampled in parts.
+
+    Bicubic and trilinear: the whole goes through the channels-last kernel,
+    the parts (below `_RELAYOUT_MIN_CHANNELS`) through the channels-first one.
+    """
     from jax_gridsample._grid_sample import _RELAYOUT_MIN_CHANNELS
 
     rng = np.random.default_rng(6)
