@@ -226,15 +226,14 @@ def _channels_last_loop(
 def _sample_batch(x: jax.Array, grid: jax.Array, config: tuple[str, str, bool, bool]) -> jax.Array:
     mode, _, _, channels_last = config
     corners = num_corners(mode, x.ndim - 2)
-    # With many channels and a large stencil, gathering contiguous C-vectors
-    # beats gathering strided channels by more than the two transposes cost
-    # (bilinear 2-D never gains: its fused gathers are cheaper). That path
-    # loops over corners (fused, XLA merges the transposes into the gathers),
-    # and so do channels-last stencils of more than 4 corners (fused, XLA
-    # stores every corner's (P, C) gather: 9x the arguments' bytes for
-    # bicubic).
-    relayout = not channels_last and corners > 4 and x.shape[1] >= _RELAYOUT_MIN_CHANNELS
-    if relayout or (channels_last and corners > 4):
+    # Stencils of more than 4 corners loop over them, channels-last. For
+    # channels-last input, because fused, XLA stores every corner's (P, C)
+    # gather (9x the arguments' bytes for bicubic). For channels-first input
+    # with many channels, because gathering contiguous C-vectors then beats
+    # gathering strided channels by more than the two transposes cost (the
+    # loop keeps XLA from merging the transposes into the gathers); bilinear
+    # 2-D never gains, its fused gathers are cheaper.
+    if corners > 4 and (channels_last or x.shape[1] >= _RELAYOUT_MIN_CHANNELS):
         return _channels_last_loop(x, grid, config)
     # The barrier keeps a consumer (say, a reduction that XLA CPU hands to
     # YNNPACK) out of the fusion; fused with one, XLA stored every corner's
