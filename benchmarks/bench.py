@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -217,6 +218,7 @@ def main():
         "repeats": args.repeats,
         "inner": args.inner,
         "pause_s": args.pause,
+        "xla_flags": os.environ.get("XLA_FLAGS"),
     }
     if torch is not None and tdev == "cuda":
         env["torch_device_name"] = torch.cuda.get_device_name()
