@@ -9,6 +9,7 @@ nearest one. The taps of all axes are combined by an outer product into the
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -25,13 +26,13 @@ class Tap(NamedTuple):
     """One tap of one axis for ``P`` sample points.
 
     Attributes:
-      index: `(P,)` float positions of the tap along the axis (integers, or
+      position: `(P,)` float positions of the tap along the axis (integers, or
         NaN/inf for non-finite grid values).
       weight: `(P,)` interpolation weights, or None for nearest.
       valid: `(P,)` bool, False where the tap lies outside the input.
     """
 
-    index: jax.Array
+    position: jax.Array
     weight: jax.Array | None
     valid: jax.Array
 
@@ -46,6 +47,10 @@ def _linear_tap(
 ) -> Tap:
     x = PADDING_FNS[padding_mode](x, size, align_corners)
     x0 = jnp.floor(x)
+    # With align_corners=True, x is a lone product that XLA may contract
+    # with this subtraction into an FMA: frac then carries the product's
+    # rounding error (an ulp, possibly -0.0 -> -1e-8). x0, the pixel and
+    # the side of the derivative, still come from the rounded x.
     frac = x - x0
     index = x0 + k.astype(x.dtype)
     return Tap(index, jnp.where(k == 0, 1.0 - frac, frac), _in_range(index, size))
@@ -127,7 +132,7 @@ def _corner(
     for axis in reversed(range(len(spatial))):
         tap = tap_fn(coords[axis], spatial[axis], padding_mode, align_corners, corner % num_taps)
         corner = corner // num_taps
-        offset = offset + jnp.where(tap.valid, tap.index, 0.0).astype(jnp.int32) * stride
+        offset = offset + jnp.where(tap.valid, tap.position, 0.0).astype(jnp.int32) * stride
         valid = valid & tap.valid
         stride *= spatial[axis]
         if tap.weight is not None:
@@ -178,7 +183,7 @@ def sample_one(
     points = grid.reshape(-1, ndim)
 
     coords = [
-        unnormalize(points[:, ndim - 1 - axis], size, align_corners)
+        unnormalize(points[:, ndim - 1 - axis], size, align_corners, ndim)
         for axis, size in enumerate(spatial)
     ]
     corner = functools.partial(
@@ -192,7 +197,13 @@ def sample_one(
         index, _ = corner(jnp.int32(0))
         out = _take(flat, index, channels_last, mode="fill", fill_value=0)
     else:
-        out = _accumulate_corners(flat, corner, k, channels_last, loop)
+
+        def weighted_corner(number: jax.Array) -> tuple[jax.Array, jax.Array]:
+            offset, weight = corner(number)
+            assert weight is not None  # only nearest has no weights
+            return offset, weight
+
+        out = _accumulate_corners(flat, weighted_corner, k, channels_last, loop)
     if channels_last:
         return out.reshape(*out_shape, channels)
     return out.reshape(channels, *out_shape)
@@ -235,10 +246,10 @@ def _accumulate_corners(
             offsets, weights = zip(*(corner(jnp.int32(k)) for k in range(count)), strict=True)
         # Invalid corners (offset L) read 0 from a fill-mode gather: no copy
         # of the input.
-        out = 0.0
-        for k in range(count):
-            out = out + weighted(flat, offsets[k], weights[k], mode="fill", fill_value=0)
-        return out
+        terms = (
+            weighted(flat, offsets[k], weights[k], mode="fill", fill_value=0) for k in range(count)
+        )
+        return functools.reduce(operator.add, terms)
 
     # In the loop, invalid corners read one extra, all-zero pixel instead, and
     # their gradient lands there and is dropped (the transpose of a fill-mode

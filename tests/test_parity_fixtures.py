@@ -40,6 +40,7 @@ _, MATRIX, MATRIX_ARRAYS = load_cases("grid_sample.npz")
 _, HALF, HALF_ARRAYS = load_cases("half.npz")
 _, HOSTILE, HOSTILE_ARRAYS = load_cases("hostile.npz")
 _, AFFINE, AFFINE_ARRAYS = load_cases("affine_grid.npz")
+_, PIXEL, PIXEL_ARRAYS = load_cases("pixel.npz")
 
 
 @pytest.mark.parametrize("i", range(len(MATRIX)), ids=[c["id"] for c in MATRIX])
@@ -57,6 +58,17 @@ def test_nonfinite_and_huge_grids(i):
     arrays = HOSTILE_ARRAYS(i)
     finite_points = ~arrays["nan_out"][:, 0]
     _check_case(HOSTILE[i], arrays, grad_mask=finite_points)
+
+
+@pytest.mark.parametrize("i", range(len(PIXEL)), ids=[c["id"] for c in PIXEL])
+def test_exact_pixel_positions(i):
+    """Grids on integer and half-integer pixel positions as users build them (issue 14).
+
+    One ulp of the unnormalised coordinate decides the pixel nearest picks
+    and the side of bilinear's one-sided derivatives, so these match torch
+    only if every rounding is torch's, under jit.
+    """
+    _check_case(PIXEL[i], PIXEL_ARRAYS(i))
 
 
 @pytest.mark.parametrize("i", range(len(AFFINE)), ids=[c["id"] for c in AFFINE])

@@ -16,10 +16,12 @@ import os
 
 import jax
 import numpy as np
+import pytest
 from conftest import as_jax, assert_close, x64_if
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy_reference import grad_input_ref, grid_sample_ref, unnormalize
+from pixel_grids import pixel_grid_values
 
 from jax_gridsample import grid_sample
 
@@ -163,3 +165,61 @@ def test_matches_numpy_reference(case):
         err = np.abs(np.asarray(gg) - fd)[smooth]
         bound = FD_TOLERANCE * np.maximum(1.0, np.broadcast_to(terms[..., None], gg.shape)[smooth])
         assert np.all(err <= bound), f"grad_grid {what}: errors {err[err > bound]}"
+
+
+OP_BY_OP_CASES = [
+    (ndim, mode, padding, align, dtype)
+    for ndim in (2, 3)
+    for mode in ("bilinear", "nearest", "bicubic")
+    for padding in ("zeros", "border", "reflection")
+    for align in (False, True)
+    for dtype in ("float32", "float64")
+    if not (ndim == 3 and mode == "bicubic")
+]
+
+
+def _value_and_grads(x, grid, ct, mode, padding, align):
+    out, vjp = jax.vjp(lambda a, b: grid_sample(a, b, mode, padding, align), x, grid)
+    return (out, *vjp(ct))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("ndim", "mode", "padding", "align", "dtype"),
+    OP_BY_OP_CASES,
+    ids=[f"{c[0] + 2}d-{c[1]}-{c[2]}-ac{int(c[3])}-{c[4]}" for c in OP_BY_OP_CASES],
+)
+def test_jit_equals_op_by_op(ndim, mode, padding, align, dtype):
+    """XLA's rewrites under jit (constant folding, FMA contraction) change no pixel (issue 14).
+
+    Op by op, under `jax.disable_jit`, every operation rounds on its own:
+    the jitted function must give the same pixels (nearest exactly) and the
+    same one-sided derivatives, so values and gradients agree to rounding.
+    Grids: 80% exact pixel positions as users build them (`pixel_grid_values`,
+    reflected several times), 20% uniform in [-3, 3]; sizes 1 to 17.
+    """
+    rng = np.random.default_rng(OP_BY_OP_CASES.index((ndim, mode, padding, align, dtype)))
+    for _ in range(8 if DEEP else 1):
+        spatial = tuple(int(s) for s in rng.integers(1, 18, ndim))
+        out_sp = (4, 16) if ndim == 2 else (2, 4, 8)
+        grid = np.stack(
+            [
+                rng.choice(pixel_grid_values(spatial[ndim - 1 - k], align, dtype), (2,) + out_sp)
+                for k in range(ndim)
+            ],
+            axis=-1,
+        )
+        off_pixel = rng.random(grid.shape) < 0.2
+        grid[off_pixel] = rng.uniform(-3, 3, np.count_nonzero(off_pixel))
+        x = rng.standard_normal((2, 2) + spatial).astype(dtype)
+        ct = rng.standard_normal((2, 2) + out_sp).astype(dtype)
+
+        args = (x, grid, ct, mode, padding, align)
+        with x64_if(dtype):
+            jitted = _value_and_grads(*args)
+            with jax.disable_jit():
+                op_by_op = _value_and_grads(*args)
+        exact = mode == "nearest"
+        what = f"{mode} {padding} align={align} {dtype} {spatial}"
+        for name, a, b in zip(("output", "grad_input", "grad_grid"), jitted, op_by_op, strict=True):
+            assert_close(a, b, dtype, what=f"{name} {what}", exact=exact and name != "grad_input")

@@ -483,3 +483,38 @@ def test_seed_worked_example(align, expected):
     grid = jnp.array([[[[-0.5, -0.5], [0.5, -0.5]], [[-0.5, 0.5], [0.5, 0.5]]]])
     out = grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=align)
     np.testing.assert_allclose(np.asarray(out[0, 0]), expected, rtol=1e-6)
+
+
+# Issue 14: a float32 grid value whose reflected coordinate is a half-integer only
+# if every rounding of the unnormalisation is torch's. W=5, g=float32(-2.6):
+# g + 1 = -1.5999999 (exact); 2-D: fma(-1.5999999, 2.5, -0.5) = -4.49999976 rounds
+# to the tie -4.5 (ulp 4.8e-7 there, ties to even); 3-D: (-1.5999999 * 5) - 1 =
+# -8.99999952 rounds to -9, halved -4.5. Reflected about [-0.5, 4.5]: 3.5, which
+# rounds half to even to pixel 4. Folding the unnormalisation's -0.5 into the
+# reflection's +0.5 skips the rounding and gives 3.4999998 -> pixel 3. W=7 with
+# g=float32(-2.142857) is its relative (torch 2.13: 4.0 in 2-D and 3-D).
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize(("width", "g", "expected"), [(5, -2.6, 4.0), (7, -2.142857, 4.0)])
+def test_reflected_half_pixel_rounds_like_torch(ndim, width, g, expected):
+    x = np.arange(width, dtype=np.float32).reshape((1, 1) + (1,) * (ndim - 1) + (width,))
+    grid = np.array([g] + [0.0] * (ndim - 1), np.float32).reshape((1,) * (ndim + 1) + (ndim,))
+    out = jax.jit(grid_sample, static_argnums=(2, 3, 4))(x, grid, "nearest", "reflection", False)
+    assert float(out.ravel()[0]) == expected
+    # Bilinear at 3.5: the grid gradient is S/2 * (-1, the reflection) * (v4 - v3).
+    grad = jax.grad(lambda g: grid_sample(x, g, "bilinear", "reflection", False).sum())(grid)
+    assert float(grad.ravel()[0]) == -width / 2
+
+
+# Sizes past the exact partial products of _coordinates._scaled_sum (float32,
+# align_corners=False: more than 11 significant bits in 4-D, 12 in 5-D) take the
+# plain product; pixel centres (2k + 1) / S - 1, a quarter pixel from any tie,
+# still pick pixel k, whose value here is k.
+@pytest.mark.parametrize(("ndim", "size"), [(2, 2048), (2, 2049), (3, 4096), (3, 4097)])
+def test_long_axes_pick_the_right_pixels(ndim, size):
+    k = np.array([0, 1, 7, size // 2, size - 2, size - 1])
+    x = np.arange(size, dtype=np.float32).reshape((1, 1) + (1,) * (ndim - 1) + (size,))
+    grid = np.zeros((1,) * ndim + (len(k), ndim), np.float32)
+    grid[..., 0] = (2 * k + 1) / size - 1
+    for mode in ("nearest", "bilinear"):
+        out = grid_sample(x, grid, mode, "zeros", False)
+        assert_close(out.ravel(), k, "float32", what=mode, exact=mode == "nearest")

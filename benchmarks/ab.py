@@ -1,0 +1,112 @@
+"""Same-process A/B: this checkout's jax_gridsample against another git revision's.
+
+    python benchmarks/ab.py --base HEAD~1 [--cases mask,stn] [--repeats 21]
+
+The base revision's package is extracted with `git archive` into a temporary
+directory and imported under another name, so both versions run in one
+process on the same arrays; their samples alternate (A, B, B, A, ...), each
+after one untimed call. Prints medians, interquartile ranges and the ratio
+new/base per case of `bench.py`, forward and fwd+bwd, and writes them as JSON
+with `--json`. Use it to show that a change did not slow a case down: the
+medians of two separate `bench.py` runs on this shared machine vary by more
+than most changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import json
+import pathlib
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+import jax
+import jax.numpy as jnp
+from bench import CASES, _inputs, _stats, _time
+
+import jax_gridsample
+
+
+def _import_revision(rev: str, root: pathlib.Path):
+    """Imports ``jax_gridsample`` as of git revision ``rev`` as module ``jax_gridsample_base``."""
+    repo = pathlib.Path(__file__).resolve().parent.parent
+    blob = subprocess.run(
+        ["git", "archive", rev, "jax_gridsample"], cwd=repo, check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(root, filter="data")
+    (root / "jax_gridsample").rename(root / "jax_gridsample_base")
+    for path in (root / "jax_gridsample_base").glob("*.py"):
+        text = path.read_text().replace("jax_gridsample.", "jax_gridsample_base.")
+        path.write_text(
+            text.replace("from jax_gridsample import", "from jax_gridsample_base import")
+        )
+    sys.path.insert(0, str(root))
+    return importlib.import_module("jax_gridsample_base")
+
+
+def _compiled(module, spec, nhwc, arrays):
+    shape, out, mode, pad, align = spec
+    x, g, ct = arrays
+
+    def f(a, b):
+        return module.grid_sample(a, b, mode, pad, align, channel_axis=-1 if nhwc else 1)
+
+    def loss(a, b):
+        return jnp.sum(f(a, b) * ct)
+
+    fwd = jax.jit(f).lower(x, g).compile()
+    bwd = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, g).compile()
+    return {"forward": lambda: fwd(x, g), "fwd+bwd": lambda: bwd(x, g)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--base", required=True, help="git revision to compare against")
+    parser.add_argument("--cases", default="", help="comma-separated substrings to select")
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--inner", type=int, default=3)
+    parser.add_argument("--json", default="")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = _import_revision(args.base, pathlib.Path(tmp))
+        results = []
+        print(f"{'case':38s} {'tag':8s} {'base ms':>9s} {'new ms':>9s} {'new/base':>8s}")
+        for name, spec in CASES.items():
+            if args.cases and not any(s in name for s in args.cases.split(",")):
+                continue
+            nhwc = "NHWC" in name
+            x, g, ct = (jnp.asarray(a) for a in _inputs(spec[0], spec[1]))
+            if nhwc:
+                x, ct = jnp.moveaxis(x, 1, -1), jnp.moveaxis(ct, 1, -1)
+            fns = {"base": _compiled(base, spec, nhwc, (x, g, ct))}
+            fns["new"] = _compiled(jax_gridsample, spec, nhwc, (x, g, ct))
+            for tag in ("forward", "fwd+bwd"):
+                pair = {k: v[tag] for k, v in fns.items()}
+                samples = {k: [] for k in pair}
+                for f in pair.values():
+                    _time(f, jax.block_until_ready, 2)
+                for r in range(args.repeats):
+                    for k in ("base", "new") if r % 2 == 0 else ("new", "base"):
+                        _time(pair[k], jax.block_until_ready, 1)
+                        samples[k].append(_time(pair[k], jax.block_until_ready, args.inner))
+                stats = {k: _stats(v) for k, v in samples.items()}
+                ratio = stats["new"]["median_ms"] / stats["base"]["median_ms"]
+                results.append({"case": name, "tag": tag, **stats, "ratio": ratio})
+                print(
+                    f"{name:38s} {tag:8s} {stats['base']['median_ms']:9.3f} "
+                    f"{stats['new']['median_ms']:9.3f} {ratio:8.2f}",
+                    flush=True,
+                )
+    if args.json:
+        env = {"jax": jax.__version__, "base": args.base, "repeats": args.repeats}
+        with open(args.json, "w") as f:
+            json.dump({"env": env, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
