@@ -194,7 +194,15 @@ def main():
     )
     parser.add_argument("--cases", default="", help="comma-separated substrings to select")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument(
+        "--replot", metavar="JSON", help="only redraw --plot from a JSON this script wrote"
+    )
     args = parser.parse_args()
+    if args.replot:
+        with open(args.replot) as f:
+            recorded = json.load(f)
+        _plot(recorded["results"], recorded["env"], args.plot)
+        return
 
     torch, tdev = None, "cpu"
     if not args.no_torch:
@@ -267,6 +275,7 @@ def _plot(results, env, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     names = [r["case"] for r in results]
     y = np.arange(len(names))
@@ -276,6 +285,12 @@ def _plot(results, env, path):
     ax.axvline(1.0, color="k", lw=1)
     ax.set_yticks(y, names)
     ax.set_xscale("log")
+    # Plain labels on powers of two only: matplotlib's default minor labels
+    # on a log axis (3x10^-1, 4x10^-1, ...) ran into each other.
+    low, high = ax.get_xlim()
+    ticks = [2.0**k for k in range(-8, 9) if low <= 2.0**k <= high]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("time ours / torch (lower is better)")
     ax.set_title(
         f"{env['device']} ({env['backend']}), {env['dtype']}, torch on {env['torch_device']}"

@@ -166,19 +166,20 @@ def main() -> None:
 
     model = results["STN"][0]
     views = np.asarray(model.view(x_test[:8]))
-    fig, axes = plt.subplots(2, 8, figsize=(12, 3.4))
-    for i in range(8):
-        axes[0, i].imshow(np.asarray(x_test[i, 0]), cmap="gray")
-        axes[1, i].imshow(views[i, 0], cmap="gray")
-        for ax in axes[:, i]:
+    # One subfigure per row, each with its own title: row titles set on the
+    # axes overlapped the row above once tight_layout packed the images.
+    fig = plt.figure(figsize=(12, 3.8), layout="constrained")
+    rows = fig.subfigures(2, 1)
+    pictures = (np.asarray(x_test[:8, 0]), views[:, 0])
+    for row, title, images in zip(rows, ("distorted input", "after the transformer"), pictures):
+        row.suptitle(title, x=0.01, ha="left")
+        for ax, image in zip(row.subplots(1, 8), images, strict=True):
+            ax.imshow(image, cmap="gray")
             ax.axis("off")
-    axes[0, 0].set_title("distorted input", loc="left")
-    axes[1, 0].set_title("after the transformer", loc="left")
     fig.suptitle(
         f"baseline {results['baseline'][1]:.1%} vs STN {results['STN'][1]:.1%} "
         f"test accuracy ({steps} steps each)"
     )
-    fig.tight_layout()
     fig.savefig(args.out, dpi=80)
     print(f"wrote {args.out}")
 

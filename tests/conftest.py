@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import pathlib
 
@@ -67,6 +68,49 @@ def load_cases(name: str):
 
 def as_jax(a: np.ndarray, dtype: str) -> jax.Array:
     return jnp.asarray(a).astype(dtype)
+
+
+# The quick tier, `pytest -m "not slow"`, runs every public behaviour once: each
+# mode x padding x align_corners in 2-D and 3-D against the fixtures (values and
+# both gradients), every error, dtype and transformation test, the examples'
+# imports. Below, per heavily parametrised test, the ids it keeps in the quick
+# tier; its other ids are marked slow. Whole slow tests (sharding, the STN
+# training run, op-by-op runs) carry @pytest.mark.slow themselves.
+QUICK_IDS = {
+    "test_matrix": lambda i: "-float32-s1-" in i,
+    "test_matrix_channels_last": lambda i: "-float32-" in i and i.endswith("-pixel"),
+    "test_half_dtypes": lambda i: "-float16-" in i and i.endswith("-inside"),
+    "test_nonfinite_and_huge_grids": lambda i: "-float32-" in i,
+    "test_exact_pixel_positions": lambda i: "-float32-" in i and i.endswith("-pixel0"),
+    "test_check_grads_float64": lambda i: i == "4d-bilinear-zeros-ac0",
+    "test_jvp_vjp_consistent_and_hessian_finite": lambda i: i.endswith("bilinear-zeros-ac0"),
+    "test_fused_and_looped_corner_sums_agree": lambda i: "zeros-ac0" in i and "float32" in i,
+    "test_many_channels_match_the_same_channels_in_parts": lambda i: i == "2-bilinear",
+    "test_random_against_torch": lambda i: int(i) < 10,
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session, exitstatus):
+    """Frees JAX's compiled executables before an xdist worker reports that it is done.
+
+    Freeing thousands of them at interpreter exit took an xdist worker past
+    execnet's 5 s shutdown grace, so execnet sent it SIGINT, which landed in
+    hypothesis's gc callback and printed a KeyboardInterrupt traceback as a
+    PytestUnraisableExceptionWarning after a green run.
+    """
+    del session, exitstatus
+    jax.clear_caches()
+    gc.collect()
+
+
+def pytest_collection_modifyitems(config, items):
+    del config
+    for item in items:
+        quick = QUICK_IDS.get(getattr(item, "originalname", item.name))
+        callspec = getattr(item, "callspec", None)
+        if quick is not None and callspec is not None and not quick(callspec.id):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
