@@ -170,8 +170,9 @@ def main() -> None:
     # axes overlapped the row above once tight_layout packed the images.
     fig = plt.figure(figsize=(12, 3.8), layout="constrained")
     rows = fig.subfigures(2, 1)
+    titles = ("distorted input", "after the transformer")
     pictures = (np.asarray(x_test[:8, 0]), views[:, 0])
-    for row, title, images in zip(rows, ("distorted input", "after the transformer"), pictures):
+    for row, title, images in zip(rows, titles, pictures, strict=True):
         row.suptitle(title, x=0.01, ha="left")
         for ax, image in zip(row.subplots(1, 8), images, strict=True):
             ax.imshow(image, cmap="gray")

@@ -4,24 +4,22 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jax_gridsample import _checks
+from jax_gridsample import _checks, _policy
 from jax_gridsample._coordinates import PADDING_FNS
-from jax_gridsample._kernels import TAP_FNS, num_corners, sample_one
+from jax_gridsample._kernels import TAP_FNS, sample_one
 
 MODES = tuple(TAP_FNS)
 # Gather offsets are int32 and index one channel's spatial elements; N and C
 # are separate gather dimensions, so only prod(spatial) is limited.
 _MAX_SPATIAL = 2**31 - 1
 PADDING_MODES = tuple(PADDING_FNS)
-# A channels-first input with a stencil of more than 4 corners (trilinear,
-# bicubic) is sampled through the channels-last kernel from this many
-# channels on.
-_RELAYOUT_MIN_CHANNELS = 64
 
 
 def grid_sample(
@@ -117,7 +115,9 @@ def grid_sample(
         out_shape = input.shape[:2] + grid.shape[1:-1]
     if 0 in out_shape:
         return jnp.zeros(out_shape, input.dtype)
-    return _grid_sample(input, grid, mode, padding_mode, align_corners, channels_last)
+    channels = input.shape[-1 if channels_last else 1]
+    plans = _policy.plans(mode, input.ndim - 2, channels, channels_last)
+    return _grid_sample(input, grid, mode, padding_mode, align_corners, channels_last, plans)
 
 
 def _check_channel_axis(channel_axis: int, ndim: int) -> bool:
@@ -171,7 +171,7 @@ def _check_shapes(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("mode", "padding_mode", "align_corners", "channels_last")
+    jax.jit, static_argnames=("mode", "padding_mode", "align_corners", "channels_last", "plans")
 )
 def _grid_sample(
     input: jax.Array,  # noqa: A002
@@ -180,69 +180,88 @@ def _grid_sample(
     padding_mode: str,
     align_corners: bool,
     channels_last: bool,
+    plans: tuple[tuple[str, _policy.Plan], ...],
 ) -> jax.Array:
     # Half types are computed in float32 and rounded once (SPEC decision 6).
     compute = jnp.promote_types(input.dtype, jnp.float32)
-    config = (mode, padding_mode, align_corners, channels_last)
+    config = _Config(mode, padding_mode, align_corners, channels_last, plans)
     out = _sample_batch(input.astype(compute), grid.astype(compute), config)
     return out.astype(input.dtype)
 
 
-def _vmapped_kernel(config: tuple[str, str, bool, bool], loop: bool):
-    """`sample_one` for ``config = (mode, padding_mode, align_corners, channels_last)``, vmapped."""
-    mode, padding_mode, align_corners, channels_last = config
+class _Config(NamedTuple):
+    mode: str
+    padding_mode: str
+    align_corners: bool
+    channels_last: bool
+    plans: tuple[tuple[str, _policy.Plan], ...]  # per platform, from _policy.plans
+
+
+def _vmapped_kernel(config: _Config, formulation: str, channels_last: bool):
+    """`sample_one` for ``config`` in one formulation and layout, vmapped over the batch."""
     kernel = functools.partial(
         sample_one,
-        mode=mode,
-        padding_mode=padding_mode,
-        align_corners=align_corners,
+        mode=config.mode,
+        padding_mode=config.padding_mode,
+        align_corners=config.align_corners,
         channels_last=channels_last,
-        loop=loop,
+        formulation=formulation,
     )
     return jax.vmap(kernel)
 
 
-def _channels_last_loop(
-    x: jax.Array, grid: jax.Array, config: tuple[str, str, bool, bool]
-) -> jax.Array:
+def _channels_last_loop(x: jax.Array, grid: jax.Array, config: _Config) -> jax.Array:
     """The channels-last corner loop, moving a channels-first ``x`` and its result."""
-    channels_last = config[3]
-    if not channels_last:
+    if not config.channels_last:
         x = jnp.moveaxis(x, 1, -1)
-    out = _vmapped_kernel(config[:3] + (True,), loop=True)(x, grid)
-    return out if channels_last else jnp.moveaxis(out, -1, 1)
+    out = _vmapped_kernel(config, "loop", channels_last=True)(x, grid)
+    return out if config.channels_last else jnp.moveaxis(out, -1, 1)
 
 
-# The forward value and the derivatives come from two formulations of the same
-# sum over stencil corners (same terms in the same order; they agree to
-# rounding, as XLA may contract multiply-adds differently), each the fastest
-# on XLA CPU for its job (benchmarks/README.md). The value: one fused
-# expression over the corners in the caller's layout, except in the two cases
-# below. The derivatives: a loop over corners, channels-last (gathering whole
-# C-vectors), whatever the caller's layout; its transpose (the gradient) is
-# several times faster than the fused one's. They are still JAX's own autodiff
-# of that loop, so jvp, vjp, grad and hessian all work.
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _sample_batch(x: jax.Array, grid: jax.Array, config: tuple[str, str, bool, bool]) -> jax.Array:
-    mode, _, _, channels_last = config
-    corners = num_corners(mode, x.ndim - 2)
-    # Stencils of more than 4 corners loop over them, channels-last. For
-    # channels-last input, because fused, XLA stores every corner's (P, C)
-    # gather (9x the arguments' bytes for bicubic). For channels-first input
-    # with many channels, because gathering contiguous C-vectors then beats
-    # gathering strided channels by more than the two transposes cost (the
-    # loop keeps XLA from merging the transposes into the gathers); bilinear
-    # 2-D never gains, its fused gathers are cheaper.
-    if corners > 4 and (channels_last or x.shape[1] >= _RELAYOUT_MIN_CHANNELS):
+def _forward(x: jax.Array, grid: jax.Array, config: _Config, plan: _policy.Plan) -> jax.Array:
+    if plan.forward == "loop_channels_last":
         return _channels_last_loop(x, grid, config)
     # The barrier keeps a consumer (say, a reduction that XLA CPU hands to
     # YNNPACK) out of the fusion; fused with one, XLA stored every corner's
     # gather (2.5x the arguments' bytes for bilinear, 9x for bicubic).
-    return jax.lax.optimization_barrier(_vmapped_kernel(config, loop=False)(x, grid))
+    out = _vmapped_kernel(config, plan.forward, config.channels_last)(x, grid)
+    return jax.lax.optimization_barrier(out)
+
+
+def _per_platform(make: Callable[[_policy.Plan], Callable], config: _Config, *args):
+    """Applies ``make(plan)`` to ``args``, the plan chosen for the platform it is lowered for."""
+    plans = dict(config.plans)
+    if len(set(plans.values())) == 1:  # no choice to defer to lowering
+        return make(plans["cpu"])(*args)
+    branches = {platform: make(plan) for platform, plan in plans.items()}
+    return jax.lax.platform_dependent(*args, **branches, default=branches["cpu"])
+
+
+# The value and the derivatives may come from two formulations of the same sum
+# over stencil corners (same terms in the same order; they agree to rounding,
+# as XLA may contract multiply-adds differently): `_policy` says which. The
+# derivatives are still JAX's own autodiff of a formulation, so jvp, vjp, grad
+# and hessian all work.
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _sample_batch(x: jax.Array, grid: jax.Array, config: _Config) -> jax.Array:
+    return _per_platform(
+        lambda plan: functools.partial(_forward, config=config, plan=plan), config, x, grid
+    )
 
 
 @_sample_batch.defjvp
 def _sample_batch_jvp(config, primals, tangents):
     out = _sample_batch(*primals, config)
-    _, tangent = jax.jvp(functools.partial(_channels_last_loop, config=config), primals, tangents)
-    return out, tangent
+
+    def derivative(plan):
+        if plan.derivatives == "forward":
+            formulation = functools.partial(_forward, config=config, plan=plan)
+        else:
+            formulation = functools.partial(_channels_last_loop, config=config)
+
+        def tangent(x, grid, dx, dgrid):
+            return jax.jvp(formulation, (x, grid), (dx, dgrid))[1]
+
+        return tangent
+
+    return out, _per_platform(derivative, config, *primals, *tangents)

@@ -158,7 +158,7 @@ def sample_one(
     padding_mode: str,
     align_corners: bool,
     channels_last: bool = False,
-    loop: bool = True,
+    formulation: str = "loop",
 ) -> jax.Array:
     """Samples one example: the kernel that `grid_sample` vmaps over the batch.
 
@@ -171,8 +171,10 @@ def sample_one(
       padding_mode: key of `PADDING_FNS`.
       align_corners: see `unnormalize`.
       channels_last: layout of ``inp`` and of the result.
-      loop: sum the stencil corners in a loop (see `_accumulate_corners`)
-        rather than in one fused expression. Same terms in the same order.
+      formulation: how the stencil corners are summed: ``"loop"``,
+        ``"fused"`` or ``"fused_stored"`` (see `_accumulate_corners`; which
+        one `grid_sample` uses is `_policy`'s choice). Same terms in the
+        same order.
 
     Returns:
       `(C, *out)` samples, or `(*out, C)` if ``channels_last``; dtype of ``inp``.
@@ -203,7 +205,7 @@ def sample_one(
             assert weight is not None  # only nearest has no weights
             return offset, weight
 
-        out = _accumulate_corners(flat, weighted_corner, k, channels_last, loop)
+        out = _accumulate_corners(flat, weighted_corner, k, channels_last, formulation)
     if channels_last:
         return out.reshape(*out_shape, channels)
     return out.reshape(channels, *out_shape)
@@ -214,7 +216,7 @@ def _accumulate_corners(
     corner: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
     count: int,
     channels_last: bool,
-    loop: bool,
+    formulation: str,
 ) -> jax.Array:
     """Sums ``weight * flat[index]`` over the stencil corners.
 
@@ -224,23 +226,22 @@ def _accumulate_corners(
         (``L`` marks invalid corners) and `(P,)` weights.
       count: ``K``, the number of corners.
       channels_last: layout of ``flat`` and of the `(P, C)` / `(C, P)` result.
-      loop: a `lax.scan` over the corners if True; else one expression that
-        XLA fuses into a single pass over the points (after a `lax.map`
-        that stores the corners' offsets and weights, when C >= 2K).
+      formulation: ``"loop"``, a `lax.scan` over the corners; ``"fused"``,
+        one expression that XLA fuses into a single pass over the points;
+        ``"fused_stored"``, the same after a `lax.map` that stores the
+        corners' offsets and weights.
     """
 
     def weighted(flat, idx, w, **gather_mode):
         v = _take(flat, idx, channels_last, **gather_mode)
         return v * (w[:, None] if channels_last else w[None])
 
-    if not loop:
-        channels = flat.shape[1] if channels_last else flat.shape[0]
-        if channels >= 2 * count:
+    if formulation != "loop":
+        if formulation == "fused_stored":
             # Inside the fused gathers, each point's offsets and weights would
             # be computed again for every channel. Computed in a loop (XLA
             # does not fuse across its boundary), they are computed once and
-            # stored: `(K, P)` offsets and weights, at most the output's bytes
-            # when C >= 2K.
+            # stored.
             offsets, weights = jax.lax.map(corner, jnp.arange(count, dtype=jnp.int32))
         else:
             offsets, weights = zip(*(corner(jnp.int32(k)) for k in range(count)), strict=True)

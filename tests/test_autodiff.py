@@ -191,12 +191,12 @@ def test_many_channels_match_the_same_channels_in_parts(ndim, mode):
     """Many channels at once match the same channels sampled in parts.
 
     Bicubic and trilinear: the whole goes through the channels-last kernel,
-    the parts (below `_RELAYOUT_MIN_CHANNELS`) through the channels-first one.
+    the parts (below `RELAYOUT_MIN_CHANNELS`) through the channels-first one.
     """
-    from jax_gridsample._grid_sample import _RELAYOUT_MIN_CHANNELS
+    from jax_gridsample._policy import RELAYOUT_MIN_CHANNELS
 
     rng = np.random.default_rng(6)
-    c = 2 * _RELAYOUT_MIN_CHANNELS
+    c = 2 * RELAYOUT_MIN_CHANNELS
     x = jnp.asarray(rng.standard_normal((2, c) + (4, 5, 6)[-ndim:]), jnp.float32)
     g = jnp.asarray(rng.uniform(-1.3, 1.3, (2,) + (3, 2, 4)[-ndim:] + (ndim,)), jnp.float32)
     ct = jnp.asarray(rng.standard_normal((2, c) + (3, 2, 4)[-ndim:]), jnp.float32)
@@ -219,11 +219,11 @@ def test_many_channels_match_the_same_channels_in_parts(ndim, mode):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("ndim,mode,pad,align", COMBOS, ids=IDS)
 def test_fused_and_looped_corner_sums_agree(ndim, mode, pad, align, channels_last, channels, dtype):
-    """The forward value (fused corner sum) is the primal of the loop that autodiff sees.
+    """The three corner-sum formulations of `sample_one` agree to rounding.
 
     Same terms in the same order; only XLA's multiply-add contraction may
-    differ between the two, so they agree to the dtype's rounding. With C >=
-    2K channels the fused sum reads offsets and weights stored beforehand.
+    differ between them. "few" and "many" channels are the sizes around
+    C = 2K where the CPU plan switches from "fused" to "fused_stored".
     """
     from jax_gridsample._kernels import num_corners, sample_one
 
@@ -235,10 +235,13 @@ def test_fused_and_looped_corner_sums_agree(ndim, mode, pad, align, channels_las
     g[0, :4, 0] = [np.nan, np.inf, -np.inf, 1e30]  # non-finite and huge points too
     kw = dict(mode=mode, padding_mode=pad, align_corners=align, channels_last=channels_last)
     with x64_if(dtype):
-        fused = jax.jit(lambda x, g: sample_one(x, g, loop=False, **kw))(x, g)
-        looped = jax.jit(lambda x, g: sample_one(x, g, loop=True, **kw))(x, g)
-        assert fused.dtype == looped.dtype == dtype
-    assert_close(fused, looped, dtype, what="fused vs looped")
+        sums = {
+            f: jax.jit(lambda x, g, f=f: sample_one(x, g, formulation=f, **kw))(x, g)
+            for f in ("loop", "fused", "fused_stored")
+        }
+    for f in ("fused", "fused_stored"):
+        assert sums[f].dtype == sums["loop"].dtype == dtype
+        assert_close(sums[f], sums["loop"], dtype, what=f"{f} vs loop")
 
 
 @pytest.mark.parametrize("c", [16, 64])

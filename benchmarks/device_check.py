@@ -1,0 +1,197 @@
+"""One prepared run for an accelerator machine: parity on its backend, then benchmarks.
+
+    PYTHONPATH=. python benchmarks/device_check.py --out DIR            # on the GPU, ~5 min
+    PYTHONPATH=. python benchmarks/device_check.py --dry-run --out DIR  # CPU, tiny sizes, < 2 min
+
+Runs from the checkout (no install, no package registry needed: jax, numpy,
+pytest and chex must be there; torch and matplotlib are used when present).
+Writes into DIR:
+
+* ``device_check.json``: the environment; the parity pass (the quick tier of
+  the fixture and policy tests on the default backend: every mode x padding x
+  align_corners x 4-D/5-D, values and both gradients, nearest exactly, the
+  affine_grid fixtures, every formulation forced); and the benchmark rows:
+  every case of `bench.py` against torch (CUDA when JAX runs on a GPU), in
+  float32 with each formulation of `_policy` side by side (the plan chosen,
+  then each forward formulation forced, then derivatives from the forward
+  formulation), and in bfloat16 with the chosen plan. Mask pasting's
+  fwd+bwd is the contended scatter-add case.
+* ``parity.txt``: pytest's output; ``bench_float32.png``, ``bench_bfloat16.png``.
+
+Each stage stops starting new work once its share of ``--budget`` seconds is
+spent and records what it skipped, so the run ends in time with what it has.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import bench  # noqa: E402 -- benchmarks/, next to this file
+
+from jax_gridsample import __version__, _policy  # noqa: E402
+
+# (label, forced plan or None for the policy's own choice)
+VARIANTS = (
+    [("policy", None)]
+    + [
+        (f"{forward}+loop_channels_last", (forward, "loop_channels_last"))
+        for forward in _policy.FORWARDS
+    ]
+    + [("policy-forward+forward", "forward")]
+)
+
+
+def _tiny(spec):
+    """A case shrunk for the dry run: N <= 2, C <= 4, every spatial size <= 8."""
+    shape, out, *rest = spec
+    shape = (min(shape[0], 2), min(shape[1], 4)) + tuple(min(s, 8) for s in shape[2:])
+    return (shape, tuple(min(s, 8) for s in out), *rest)
+
+
+def _chosen_plan(name: str, spec) -> list[str]:
+    """The policy's plan for a `bench.CASES` entry on the default backend."""
+    shape, out, mode = spec[0], spec[1], spec[2]
+    backend = {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())
+    plans = dict(_policy.plans(mode, len(out), shape[1], "NHWC" in name))
+    return list(plans.get(backend, plans["cpu"]))
+
+
+def parity(out_dir: pathlib.Path, dry_run: bool, budget: float) -> dict:
+    """The quick tier of the fixture and policy tests on the default backend, in a subprocess."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-p", "no:cacheprovider"]
+    cmd += ["tests/test_parity_fixtures.py", "tests/test_policy.py", "tests/test_spec_cases.py"]
+    # Each test compiles its own program: the subset fits the budget on one
+    # process. Every mode x padding x align_corners x rank, float32 on exact
+    # pixel positions (fixture matrix and issue 14's), half types, affine_grid
+    # (a TF32 matmul would miss its 1e-5 tolerance), every formulation forced.
+    subset = (
+        "(test_matrix and s1-pixel) or exact_pixel or half_dtypes or affine"
+        " or forced_plan or reflected_half_pixel"
+    )
+    if dry_run:
+        subset = "bilinear-zeros-ac0 or affine or reflected_half_pixel"
+    cmd += ["-k", subset]
+    start = time.perf_counter()
+    try:
+        run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=budget)
+        output, code = run.stdout + run.stderr, run.returncode
+    except subprocess.TimeoutExpired as e:
+        output, code = f"{e.stdout or ''}\ntimed out after {budget:.0f} s", -1
+    (out_dir / "parity.txt").write_text(output)
+    tail = [line for line in output.splitlines() if " passed" in line or " failed" in line]
+    failed = [line.split(" ")[1] for line in output.splitlines() if line.startswith("FAILED")]
+    return {
+        "command": " ".join(cmd[1:]),
+        "returncode": code,
+        "summary": tail[-1] if tail else "",
+        "failed": failed,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
+    """Rows of `bench.bench_case` per dtype, case and variant; and what the budget skipped."""
+    start, rows, skipped = time.perf_counter(), [], []
+    plan = [("float32", label, forced) for label, forced in VARIANTS]
+    plan += [("bfloat16", "policy", None)]
+    for dtype, label, forced in plan:
+        for name, spec in bench.CASES.items():
+            if time.perf_counter() - start > budget:
+                skipped.append(f"{dtype} {label} {name}")
+                continue
+            case_args = argparse.Namespace(
+                dtype=dtype, repeats=args.repeats, inner=args.inner, pause=0.0
+            )
+            spec = _tiny(spec) if args.dry_run else spec
+            if forced is None:
+                row = bench.bench_case(name, spec, case_args, torch, tdev)
+            elif forced == "forward":  # the policy's forward, derivatives from it
+                with _policy.force(_chosen_plan(name, spec)[0], "forward"):
+                    row = bench.bench_case(name, spec, case_args, torch, tdev)
+            else:
+                with _policy.force(*forced):
+                    row = bench.bench_case(name, spec, case_args, torch, tdev)
+            row["variant"] = label
+            rows.append(row)
+            print(
+                f"{dtype:8s} {label:36s} {name:38s} "
+                f"fwd {row.get('ratio forward', float('nan')):6.2f} "
+                f"f+b {row.get('ratio fwd+bwd', float('nan')):6.2f}",
+                flush=True,
+            )
+    return rows, skipped
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", required=True, help="directory for the JSON, PNGs and log")
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes, on any backend")
+    parser.add_argument("--budget", type=float, default=330.0, help="seconds for everything")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--inner", type=int, default=5)
+    args = parser.parse_args()
+    if args.dry_run:
+        args.repeats, args.inner = 3, 1
+    out_dir = pathlib.Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    try:
+        import torch
+    except ImportError:
+        torch, tdev = None, "cpu"
+    else:
+        tdev = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
+    env = {
+        "jax": jax.__version__,
+        "jax_gridsample": __version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d.device_kind) for d in jax.devices()],
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": getattr(torch, "__version__", None),
+        "torch_device": tdev,
+        "torch_device_name": torch.cuda.get_device_name() if tdev == "cuda" else None,
+        "dry_run": args.dry_run,
+        "repeats": args.repeats,
+        "inner": args.inner,
+        "policy": {name: _chosen_plan(name, spec) for name, spec in bench.CASES.items()},
+    }
+    print(json.dumps(env), flush=True)
+    report = {"env": env}
+    report["parity"] = parity(out_dir, args.dry_run, budget=0.45 * args.budget)
+    print("parity:", report["parity"]["summary"], flush=True)
+    remaining = args.budget - (time.perf_counter() - started)
+    report["results"], report["skipped"] = benchmarks(args, torch, tdev, remaining)
+    report["seconds"] = time.perf_counter() - started
+    (out_dir / "device_check.json").write_text(json.dumps(report, indent=1))
+    for dtype in ("float32", "bfloat16"):
+        rows = [r for r in report["results"] if r["dtype"] == dtype and r["variant"] == "policy"]
+        if torch is not None and rows:
+            try:
+                bench._plot(
+                    rows,
+                    {**env, "device": env["devices"][0], "dtype": dtype},
+                    out_dir / f"bench_{dtype}.png",
+                )
+            except ImportError:  # no matplotlib: the JSON has everything
+                pass
+    print(f"wrote {out_dir} in {report['seconds']:.0f} s", flush=True)
+    return 0 if report["parity"]["returncode"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

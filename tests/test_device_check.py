@@ -1,0 +1,43 @@
+"""Smoke test of the prepared accelerator run, so that it works the first time it meets a GPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).parent.parent
+
+
+@pytest.mark.slow
+def test_device_check_dry_run(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "benchmarks/device_check.py", "--dry-run", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((tmp_path / "device_check.json").read_text())
+    assert report["parity"]["returncode"] == 0 and not report["parity"]["failed"]
+    assert " passed" in report["parity"]["summary"]
+    assert (tmp_path / "parity.txt").stat().st_size > 0
+    variants = {(r["dtype"], r["variant"]) for r in report["results"]}
+    assert ("bfloat16", "policy") in variants
+    assert {v for d, v in variants if d == "float32"} >= {
+        "policy",
+        "fused+loop_channels_last",
+        "fused_stored+loop_channels_last",
+        "loop_channels_last+loop_channels_last",
+        "policy-forward+forward",
+    }
+    cases = {r["case"] for r in report["results"]}
+    assert any(c.startswith("mask-paste") for c in cases)  # the contended scatter-add
+    for row in report["results"]:
+        assert {"ours forward", "ours fwd+bwd"} <= set(row["timings"])

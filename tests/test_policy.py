@@ -1,0 +1,93 @@
+"""The formulation policy (`jax_gridsample._policy`): every plan reachable and parity-tested.
+
+Each plan is forced through the public API on CPU and checked against the torch
+fixtures (values and both gradients); plans chosen per platform are deferred to
+lowering.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import as_jax, assert_close, load_cases
+
+from jax_gridsample import _policy, grid_sample
+
+_, MATRIX, MATRIX_ARRAYS = load_cases("grid_sample.npz")
+# float32, N > 1 and C > 1, exact pixel positions: every mode x padding x align x rank.
+CASES = [i for i, c in enumerate(MATRIX) if c["id"].endswith("-float32-s1-pixel")]
+PLANS = list(itertools.product(_policy.FORWARDS, _policy.DERIVATIVES))
+
+
+@pytest.mark.parametrize("forward,derivatives", PLANS)
+@pytest.mark.parametrize("channel_axis", [1, -1])
+@pytest.mark.parametrize("i", CASES, ids=[MATRIX[i]["id"] for i in CASES])
+def test_forced_plan_matches_torch(i, channel_axis, forward, derivatives):
+    case, arrays = MATRIX[i], MATRIX_ARRAYS(i)
+    last = channel_axis == -1
+    move = (lambda a: np.moveaxis(a, 1, -1)) if last else (lambda a: a)
+    x, g, ct = (
+        as_jax(a, "float32")
+        for a in (move(arrays["input"]), arrays["grid"], move(arrays["cotangent"]))
+    )
+    args = (case["mode"], case["padding_mode"], case["align_corners"])
+    with _policy.force(forward, derivatives):
+        out, vjp = jax.vjp(lambda a, b: grid_sample(a, b, *args, channel_axis=channel_axis), x, g)
+    gx, gg = vjp(ct)
+    exact = case["mode"] == "nearest"
+    assert_close(out, move(arrays["out"]), "float32", what="output", exact=exact)
+    assert_close(gx, move(arrays["grad_input"]), "float32", what="grad_input")
+    assert_close(gg, arrays["grad_grid"], "float32", what="grad_grid", exact=exact)
+
+
+def _jaxpr_text(forward, platforms, channels=3):
+    x = jnp.ones((2, channels, 5, 6))
+    g = jnp.zeros((2, 4, 4, 2))
+    with _policy.force(forward, "loop_channels_last", platforms):
+        return str(jax.make_jaxpr(lambda a, b: grid_sample(a, b))(x, g))
+
+
+def test_forcing_is_part_of_the_trace():
+    """A forced plan reaches the traced program (not hidden by a cached trace)."""
+    stored, fused = (
+        _jaxpr_text("fused_stored", _policy.PLATFORMS),
+        _jaxpr_text("fused", _policy.PLATFORMS),
+    )
+    assert "scan" in stored and "scan" not in fused  # lax.map of the stored offsets
+
+
+def test_plans_differing_by_platform_are_chosen_at_lowering():
+    """A GPU plan unlike the CPU one: both traced, picked by platform_dependent."""
+    text = _jaxpr_text("fused_stored", ("cuda", "rocm", "tpu"))
+    assert "platform_index" in text and "cond" in text
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 5, 6)), jnp.float32)
+    g = jnp.asarray(np.random.default_rng(1).uniform(-1.2, 1.2, (2, 4, 4, 2)), jnp.float32)
+    reference = grid_sample(x, g)
+    with _policy.force("loop_channels_last", "forward", ("cuda", "rocm", "tpu")):
+        out = jax.jit(lambda a, b: grid_sample(a, b))(x, g)
+        gx = jax.grad(lambda a: grid_sample(a, g).sum())(x)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(reference), rtol=1e-6, atol=1e-6)
+    assert gx.shape == x.shape
+
+
+def test_cpu_plan_follows_the_measured_rules():
+    cpu = _policy.cpu_plan
+    assert cpu("bilinear", 2, 1, False) == ("fused", "loop_channels_last")
+    assert cpu("bilinear", 2, 8, False).forward == "fused_stored"  # C >= 2K = 8
+    assert cpu("bilinear", 2, 2048, False).forward == "fused_stored"  # bilinear never re-lays out
+    assert cpu("bicubic", 2, 31, False).forward == "fused"
+    assert cpu("bicubic", 2, 32, False).forward == "fused_stored"
+    assert cpu("bicubic", 2, 64, False).forward == "loop_channels_last"
+    assert cpu("bicubic", 2, 1, True).forward == "loop_channels_last"
+    assert cpu("bilinear", 3, 64, False).forward == "loop_channels_last"
+    assert cpu("nearest", 3, 4096, False).forward == "fused"  # a single gather
+    assert _policy.accelerator_plan("bilinear", 2, 8, False) == cpu("bilinear", 2, 8, False)
+
+
+def test_unknown_forced_plan_is_an_error():
+    with pytest.raises(ValueError, match="unknown plan"), _policy.force("gathers", "forward"):
+        pass
