@@ -49,8 +49,8 @@ def _linear_tap(
     x0 = jnp.floor(x)
     # With align_corners=True, x is a lone product that XLA may contract
     # with this subtraction into an FMA: frac then carries the product's
-    # rounding error (an ulp, possibly -0.0 -> -1e-8). x0, the pixel and
-    # the side of the derivative, still come from the rounded x.
+    # rounding error (an ulp; it may even be a hair below 0). x0, the pixel
+    # and the side of the derivative, still come from the rounded x.
     frac = x - x0
     index = x0 + k.astype(x.dtype)
     return Tap(index, jnp.where(k == 0, 1.0 - frac, frac), _in_range(index, size))
