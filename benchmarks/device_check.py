@@ -43,15 +43,10 @@ import bench  # noqa: E402 -- benchmarks/, next to this file
 
 from jax_gridsample import __version__, _policy  # noqa: E402
 
-# (label, forced plan or None for the policy's own choice)
-VARIANTS = (
-    [("policy", None)]
-    + [
-        (f"{forward}+loop_channels_last", (forward, "loop_channels_last"))
-        for forward in _policy.FORWARDS
-    ]
-    + [("policy-forward+forward", "forward")]
-)
+# (label, forward formulation, derivatives formulation); None keeps the policy's.
+VARIANTS = [("policy", None, None)]
+VARIANTS += [(f"{f}+loop_channels_last", f, "loop_channels_last") for f in _policy.FORWARDS]
+VARIANTS += [("policy-forward+forward", None, "forward")]
 
 
 def _tiny(spec):
@@ -105,9 +100,8 @@ def parity(out_dir: pathlib.Path, dry_run: bool, budget: float) -> dict:
 def benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
     """Rows of `bench.bench_case` per dtype, case and variant; and what the budget skipped."""
     start, rows, skipped = time.perf_counter(), [], []
-    plan = [("float32", label, forced) for label, forced in VARIANTS]
-    plan += [("bfloat16", "policy", None)]
-    for dtype, label, forced in plan:
+    plan = [("float32", *variant) for variant in VARIANTS] + [("bfloat16", "policy", None, None)]
+    for dtype, label, forward, derivatives in plan:
         for name, spec in bench.CASES.items():
             if time.perf_counter() - start > budget:
                 skipped.append(f"{dtype} {label} {name}")
@@ -116,14 +110,9 @@ def benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
                 dtype=dtype, repeats=args.repeats, inner=args.inner, pause=0.0
             )
             spec = _tiny(spec) if args.dry_run else spec
-            if forced is None:
+            chosen = _chosen_plan(name, spec)
+            with _policy.force(forward or chosen[0], derivatives or chosen[1]):
                 row = bench.bench_case(name, spec, case_args, torch, tdev)
-            elif forced == "forward":  # the policy's forward, derivatives from it
-                with _policy.force(_chosen_plan(name, spec)[0], "forward"):
-                    row = bench.bench_case(name, spec, case_args, torch, tdev)
-            else:
-                with _policy.force(*forced):
-                    row = bench.bench_case(name, spec, case_args, torch, tdev)
             row["variant"] = label
             rows.append(row)
             print(
