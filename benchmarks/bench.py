@@ -14,6 +14,7 @@ and grid for a fixed cotangent.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -25,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jax_gridsample
-from jax_gridsample import grid_sample
+from jax_gridsample import grid_sample, grid_sample_separable
 
 # name: (input shape, output spatial shape, mode, padding, align_corners)
 CASES = {
@@ -101,6 +102,49 @@ def _stats(samples):
     return {"median_ms": 1e3 * statistics.median(samples), "iqr_ms": 1e3 * (q[2] - q[0])}
 
 
+def _jsync(r):
+    jax.block_until_ready(r)
+
+
+def _torch_sync(torch, tdev):
+    def sync(r):
+        del r
+        if tdev == "cuda":
+            torch.cuda.synchronize()
+
+    return sync
+
+
+def _interleaved(timed, args):
+    """``{key: [seconds per call, ...]}`` for ``timed = {key: (fn, sync)}``, samples interleaved."""
+    for f, s in timed.values():  # warm-up
+        for _ in range(2):
+            _time(f, s, 1)
+    samples = {k: [] for k in timed}
+    keys = list(timed)
+    for r in range(args.repeats):  # interleaved, in an order that rotates
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            f, s = timed[k]
+            # The sample right after torch's shares the cores with torch's
+            # spin-waiting OpenMP workers (see README): rotating the order
+            # spreads that over all implementations, and one untimed call
+            # absorbs part of it. --pause idles before that call.
+            if args.pause:
+                time.sleep(args.pause)
+            _time(f, s, 1)
+            samples[k].append(_time(f, s, args.inner))
+    return samples
+
+
+def _compile(result, fns, key, forward, backward, *arrays):
+    """Compiles ``forward`` and ``backward`` ahead of timing into ``fns[(key, tag)]``."""
+    for tag, fn in (("forward", forward), ("fwd+bwd", backward)):
+        t0 = time.perf_counter()
+        compiled = jax.jit(fn).lower(*arrays).compile()
+        result["compile_s"][f"{key} {tag}"] = time.perf_counter() - t0
+        fns[(key, tag)] = lambda c=compiled: c(*arrays)
+
+
 def bench_case(name, spec, args, torch, tdev):
     shape, out, mode, pad, align = spec
     x, g, ct = _inputs(shape, out)
@@ -123,62 +167,141 @@ def bench_case(name, spec, args, torch, tdev):
     fns = {}
     result = {"case": name, "dtype": args.dtype, "compile_s": {}}
     for key, f in impls.items():
-        fwd = jax.jit(f)
-        bwd = jax.jit(jax.grad(lambda a, b, f=f: loss(a, b, f), argnums=(0, 1)))
-        for tag, fn in (("forward", fwd), ("fwd+bwd", bwd)):
-            t0 = time.perf_counter()
-            compiled = fn.lower(jx, jg).compile()
-            result["compile_s"][f"{key} {tag}"] = time.perf_counter() - t0
-            fns[(key, tag)] = lambda c=compiled: c(jx, jg)
+        bwd = jax.grad(lambda a, b, f=f: loss(a, b, f), argnums=(0, 1))
+        _compile(result, fns, key, f, bwd, jx, jg)
 
-    torch_fns = {}
-    if torch is not None:
-        F = torch.nn.functional
-        tdt = getattr(torch, args.dtype)
-        tx = torch.tensor(x, device=tdev).to(tdt).requires_grad_(True)
-        tg = torch.tensor(g, device=tdev).to(tdt).requires_grad_(True)
-        tct = torch.tensor(ct, device=tdev).to(tdt)
+    return _run(
+        result, fns, _torch_fns(torch, tdev, args.dtype, x, g, ct, spec[2:]), args, torch, tdev
+    )
 
-        def t_fwd():
-            with torch.no_grad():
-                return F.grid_sample(tx, tg, mode=mode, padding_mode=pad, align_corners=align)
 
-        def t_bwd():
-            o = F.grid_sample(tx, tg, mode=mode, padding_mode=pad, align_corners=align)
-            return torch.autograd.grad(o, (tx, tg), tct)
+def _torch_fns(torch, tdev, dtype, x, g, ct, options):
+    """torch's grid_sample forward and fwd+bwd (w.r.t. input and grid), keyed like ours."""
+    if torch is None:
+        return {}
+    mode, pad, align = options
+    F = torch.nn.functional
+    tdt = getattr(torch, dtype)
+    tx = torch.tensor(x, device=tdev).to(tdt).requires_grad_(True)
+    tg = torch.tensor(g, device=tdev).to(tdt).requires_grad_(True)
+    tct = torch.tensor(ct, device=tdev).to(tdt)
 
-        torch_fns = {("torch", "forward"): t_fwd, ("torch", "fwd+bwd"): t_bwd}
+    def t_fwd():
+        with torch.no_grad():
+            return F.grid_sample(tx, tg, mode=mode, padding_mode=pad, align_corners=align)
 
-    def jsync(r):
-        jax.block_until_ready(r)
+    def t_bwd():
+        o = F.grid_sample(tx, tg, mode=mode, padding_mode=pad, align_corners=align)
+        return torch.autograd.grad(o, (tx, tg), tct)
 
-    def tsync(r):
-        if tdev == "cuda":
-            torch.cuda.synchronize()
+    return {("torch", "forward"): t_fwd, ("torch", "fwd+bwd"): t_bwd}
 
-    timed = {k: (f, jsync) for k, f in fns.items()} | {k: (f, tsync) for k, f in torch_fns.items()}
-    for f, s in timed.values():  # warm-up
-        for _ in range(2):
-            _time(f, s, 1)
-    samples = {k: [] for k in timed}
-    keys = list(timed)
-    for r in range(args.repeats):  # interleaved, in an order that rotates
-        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
-            f, s = timed[k]
-            # The sample right after torch's shares the cores with torch's
-            # spin-waiting OpenMP workers (see README): rotating the order
-            # spreads that over all implementations, and one untimed call
-            # absorbs part of it. --pause idles before that call.
-            if args.pause:
-                time.sleep(args.pause)
-            _time(f, s, 1)
-            samples[k].append(_time(f, s, args.inner))
+
+def _run(result, fns, torch_fns, args, torch, tdev, ours="ours"):
+    """Times ``fns`` and ``torch_fns`` interleaved; timings and ratios ``ours`` / torch."""
+    timed = {k: (f, _jsync) for k, f in fns.items()}
+    timed |= {k: (f, _torch_sync(torch, tdev)) for k, f in torch_fns.items()}
+    samples = _interleaved(timed, args)
     result["timings"] = {f"{k[0]} {k[1]}": _stats(v) for k, v in samples.items()}
     for tag in ("forward", "fwd+bwd"):
         if ("torch", tag) in samples:
-            result[f"ratio {tag}"] = statistics.median(samples[("ours", tag)]) / statistics.median(
+            result[f"ratio {tag}"] = statistics.median(samples[(ours, tag)]) / statistics.median(
                 samples[("torch", tag)]
             )
+    return result
+
+
+def _box_axes(rng, n, width, height):
+    """Mask pasting: each of ``n`` random boxes, partly outside the image at times."""
+    x0 = rng.uniform(-50, width - 50, (n, 1))
+    y0 = rng.uniform(-50, height - 50, (n, 1))
+    w, h = rng.uniform(20, 250, (n, 1)), rng.uniform(20, 250, (n, 1))
+    return (np.arange(width) + 0.5 - x0) / w * 2 - 1, (np.arange(height) + 0.5 - y0) / h * 2 - 1
+
+
+def _resize_axes(rng, n, width, height, zoom=False):
+    """Resizing (align_corners=False pixel centres), or a zoom by a random scale and shift."""
+
+    def axis(size):
+        g = np.tile((np.arange(size) + 0.5) / size * 2 - 1, (n, 1))
+        if zoom:
+            g = g * rng.uniform(0.6, 1.6, (n, 1)) + rng.uniform(-0.3, 0.3, (n, 1))
+        return g
+
+    return axis(width), axis(height)
+
+
+def _seed_axes(rng, n, width, height):
+    """The seed document's paste: box (x0, y0, x1, y1) = (100, 100, 200, 300)."""
+    del rng
+    x = (np.arange(width) + 0.5 - 100) / 100 * 2 - 1
+    y = (np.arange(height) + 0.5 - 100) / 200 * 2 - 1
+    return np.tile(x, (n, 1)), np.tile(y, (n, 1))
+
+
+# name: (input shape, (H_out, W_out), mode, padding, axes (x, y) from (rng, N, W_out, H_out));
+# align_corners=False throughout.
+SEPARABLE_CASES = {
+    "mask-paste 16x1x28x28->300x500": ((16, 1, 28, 28), (300, 500), "bilinear", "zeros", _box_axes),
+    "seed 1x1x100x100->300x500": ((1, 1, 100, 100), (300, 500), "bilinear", "zeros", _seed_axes),
+    "upsample 2x 8x64x64x64 border": (
+        (8, 64, 64, 64),
+        (128, 128),
+        "bilinear",
+        "border",
+        _resize_axes,
+    ),
+    "downsample 0.5x 4x3x512x512": (
+        (4, 3, 512, 512),
+        (256, 256),
+        "bilinear",
+        "zeros",
+        _resize_axes,
+    ),
+    "bicubic zoom 8x3x128x128 reflection": (
+        (8, 3, 128, 128),
+        (128, 128),
+        "bicubic",
+        "reflection",
+        functools.partial(_resize_axes, zoom=True),
+    ),
+}
+
+
+def bench_separable_case(name, spec, args, torch, tdev):
+    """grid_sample_separable against grid_sample and torch on the expanded grid.
+
+    The expanded grid is built before timing; each fwd+bwd differentiates
+    w.r.t. the input and the arguments given (axis vectors, or the grid).
+    """
+    shape, out, mode, pad, make_axes = spec
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    ax, ay = (a.astype(np.float32) for a in make_axes(rng, shape[0], out[1], out[0]))
+    g = np.stack(np.broadcast_arrays(ax[:, None, :], ay[:, :, None]), axis=-1)
+    ct = rng.standard_normal(shape[:2] + out).astype(np.float32)
+    dt = jnp.dtype(args.dtype)
+    jx, jax_, jay, jg, jct = (jnp.asarray(a).astype(dt) for a in (x, ax, ay, g, ct))
+
+    def separable(a, x_axis, y_axis):
+        return grid_sample_separable(a, (x_axis, y_axis), mode, pad, False)
+
+    def expanded(a, b):
+        return grid_sample(a, b, mode, pad, False)
+
+    def grads(f, n):
+        return jax.grad(lambda *a: jnp.sum(f(*a).astype(jnp.float32) * jct), tuple(range(n)))
+
+    fns = {}
+    result = {"case": name, "kind": "separable", "dtype": args.dtype, "compile_s": {}}
+    _compile(result, fns, "separable", separable, grads(separable, 3), jx, jax_, jay)
+    _compile(result, fns, "expanded", expanded, grads(expanded, 2), jx, jg)
+    torch_fns = _torch_fns(torch, tdev, args.dtype, x, g, ct, (mode, pad, False))
+    result = _run(result, fns, torch_fns, args, torch, tdev, ours="separable")
+    for tag in ("forward", "fwd+bwd"):
+        t = result["timings"]
+        ratio = t[f"separable {tag}"]["median_ms"] / t[f"expanded {tag}"]["median_ms"]
+        result[f"separable/expanded {tag}"] = ratio
     return result
 
 
@@ -193,6 +316,12 @@ def main():
         "--pause", type=float, default=0.0, help="seconds idle before each sample (default none)"
     )
     parser.add_argument("--cases", default="", help="comma-separated substrings to select")
+    parser.add_argument(
+        "--suite",
+        default="all",
+        choices=["all", "grid", "separable"],
+        help="grid_sample cases (CASES), grid_sample_separable cases (SEPARABLE_CASES) or both",
+    )
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument(
         "--replot", metavar="JSON", help="only redraw --plot from a JSON this script wrote"
@@ -201,7 +330,10 @@ def main():
     if args.replot:
         with open(args.replot) as f:
             recorded = json.load(f)
-        _plot(recorded["results"], recorded["env"], args.plot)
+        if recorded["results"]:
+            _plot(recorded["results"], recorded["env"], args.plot)
+        if recorded.get("separable"):
+            _plot_separable(recorded["separable"], recorded["env"], _separable_plot_path(args.plot))
         return
 
     torch, tdev = None, "cpu"
@@ -231,13 +363,14 @@ def main():
     if torch is not None and tdev == "cuda":
         env["torch_device_name"] = torch.cuda.get_device_name()
     print(json.dumps(env))
-    selected = [n for n in CASES if not args.cases or any(s in n for s in args.cases.split(","))]
+    selected = [n for n in CASES if args.suite != "separable" and _selected(n, args)]
     results = []
     header = (
         f"{'case':34s} {'ours fwd':>9s} {'torch fwd':>9s} {'ratio':>6s} "
         f"{'ours f+b':>9s} {'torch f+b':>9s} {'ratio':>6s}"
     )
-    print(header)
+    if selected:
+        print(header)
     for name in selected:
         r = bench_case(name, CASES[name], args, torch, tdev)
         results.append(r)
@@ -264,10 +397,46 @@ def main():
                 f"{tag}: geometric mean ours/torch {summary[tag]['geomean_ratio']:.2f}, "
                 f"worst {summary[tag]['max_ratio']:.2f}"
             )
+    separable = _separable_table(args, torch, tdev)
     with open(args.json, "w") as f:
-        json.dump({"env": env, "results": results, "summary": summary}, f, indent=1)
+        record = {"env": env, "results": results, "summary": summary, "separable": separable}
+        json.dump(record, f, indent=1)
     if summary:
         _plot(results, env, args.plot)
+    if separable:
+        _plot_separable(separable, env, _separable_plot_path(args.plot))
+
+
+def _selected(name, args):
+    return not args.cases or any(s in name for s in args.cases.split(","))
+
+
+def _separable_plot_path(path):
+    stem, dot, ext = path.rpartition(".")
+    return f"{stem}_separable.{ext}" if dot else f"{path}_separable"
+
+
+def _separable_table(args, torch, tdev):
+    names = [n for n in SEPARABLE_CASES if args.suite != "grid" and _selected(n, args)]
+    if not names:
+        return []
+    print(
+        f"{'separable case':36s} {'sep fwd':>8s} {'exp fwd':>8s} {'torch':>8s} "
+        f"{'sep f+b':>8s} {'exp f+b':>8s} {'torch':>8s}  ms; sep/torch fwd, f+b"
+    )
+    rows = []
+    for name in names:
+        r = bench_separable_case(name, SEPARABLE_CASES[name], args, torch, tdev)
+        rows.append(r)
+        t = r["timings"]
+        cells = [
+            f"{t[k]['median_ms']:8.2f}" if k in t else f"{'-':>8s}"
+            for tag in ("forward", "fwd+bwd")
+            for k in (f"separable {tag}", f"expanded {tag}", f"torch {tag}")
+        ]
+        ratios = [f"{r.get(f'ratio {tag}', float('nan')):.2f}" for tag in ("forward", "fwd+bwd")]
+        print(f"{name:36s} {' '.join(cells)}  {', '.join(ratios)}", flush=True)
+    return rows
 
 
 def _plot(results, env, path):
@@ -284,19 +453,55 @@ def _plot(results, env, path):
         ax.barh(y + off, [r.get(f"ratio {tag}", np.nan) for r in results], 0.4, label=tag)
     ax.axvline(1.0, color="k", lw=1)
     ax.set_yticks(y, names)
-    ax.set_xscale("log")
-    # Plain labels on powers of two only: matplotlib's default minor labels
-    # on a log axis (3x10^-1, 4x10^-1, ...) ran into each other.
-    low, high = ax.get_xlim()
-    ticks = [2.0**k for k in range(-8, 9) if low <= 2.0**k <= high]
-    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    _log2_ticks(ax)
     ax.set_xlabel("time ours / torch (lower is better)")
     ax.set_title(
         f"{env['device']} ({env['backend']}), {env['dtype']}, torch on {env['torch_device']}"
     )
     ax.legend()
     fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def _log2_ticks(ax):
+    """A log x axis labelled on powers of two only: matplotlib's default minor labels
+    (3x10^-1, 4x10^-1, ...) ran into each other."""
+    import matplotlib.ticker
+
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    ticks = [2.0**k for k in range(-8, 9) if low <= 2.0**k <= high]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+
+
+def _plot_separable(results, env, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["case"] for r in results]
+    y = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(names) + 1.8), sharey=True)
+    for ax, tag in zip(axes, ("forward", "fwd+bwd"), strict=True):
+        for off, key in ((-0.2, "separable"), (0.2, "expanded")):
+            ratios = []
+            for r in results:
+                t = r["timings"]
+                torch_ms = t.get(f"torch {tag}", {}).get("median_ms", np.nan)
+                ratios.append(t[f"{key} {tag}"]["median_ms"] / torch_ms)
+            label = "grid_sample_separable" if key == "separable" else "grid_sample, expanded grid"
+            ax.barh(y + off, ratios, 0.4, label=label)
+        ax.axvline(1.0, color="k", lw=1)
+        _log2_ticks(ax)
+        ax.set_title(tag)
+        ax.set_xlabel("time / torch's grid_sample on the expanded grid")
+    axes[0].set_yticks(y, names)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9)
+    fig.suptitle(f"separable grids: {env['device']} ({env['backend']}), {env['dtype']}")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=90)
 
 

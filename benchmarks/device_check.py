@@ -15,7 +15,10 @@ Writes into DIR:
   float32 with each formulation of `_policy` side by side (the plan chosen,
   then each forward formulation forced, then derivatives from the forward
   formulation), and in bfloat16 with the chosen plan. Mask pasting's
-  fwd+bwd is the contended scatter-add case.
+  fwd+bwd is the contended scatter-add case. Before those, ``separable``:
+  `bench.py`'s separable cases (grid_sample_separable against grid_sample
+  and torch on the expanded grid), float32, the plan chosen and three
+  formulations of `_policy.SEPARABLE` forced.
 * ``parity.txt``: pytest's output; ``bench_float32.png``, ``bench_bfloat16.png``.
 
 Each stage stops starting new work once its share of ``--budget`` seconds is
@@ -25,6 +28,7 @@ spent and records what it skipped, so the run ends in time with what it has.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import platform
@@ -124,6 +128,37 @@ def benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
     return rows, skipped
 
 
+SEPARABLE_VARIANTS = [("policy", None)] + [
+    (f"{f}+{d}", (f, d)) for f, d in (("taps", "taps"), ("taps", "matmul"), ("matmul", "matmul"))
+]
+
+
+def separable_benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
+    """Rows of `bench.bench_separable_case` per case and variant; and what the budget skipped."""
+    start, rows, skipped = time.perf_counter(), [], []
+    for label, plan in SEPARABLE_VARIANTS:
+        for name, spec in bench.SEPARABLE_CASES.items():
+            if time.perf_counter() - start > budget:
+                skipped.append(f"separable {label} {name}")
+                continue
+            case_args = argparse.Namespace(
+                dtype="float32", repeats=args.repeats, inner=args.inner, pause=0.0
+            )
+            spec = _tiny(spec) if args.dry_run else spec
+            forced = _policy.force_separable(*plan) if plan else contextlib.nullcontext()
+            with forced:
+                row = bench.bench_separable_case(name, spec, case_args, torch, tdev)
+            row["variant"] = label
+            rows.append(row)
+            print(
+                f"separable {label:28s} {name:38s} "
+                f"fwd {row.get('ratio forward', float('nan')):6.2f} "
+                f"f+b {row.get('ratio fwd+bwd', float('nan')):6.2f}",
+                flush=True,
+            )
+    return rows, skipped
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="directory for the JSON, PNGs and log")
@@ -164,7 +199,10 @@ def main():
     report["parity"] = parity(out_dir, args.dry_run, budget=0.45 * args.budget)
     print("parity:", report["parity"]["summary"], flush=True)
     remaining = args.budget - (time.perf_counter() - started)
+    report["separable"], skipped = separable_benchmarks(args, torch, tdev, 0.25 * remaining)
+    remaining = args.budget - (time.perf_counter() - started)
     report["results"], report["skipped"] = benchmarks(args, torch, tdev, remaining)
+    report["skipped"] += skipped
     report["seconds"] = time.perf_counter() - started
     (out_dir / "device_check.json").write_text(json.dumps(report, indent=1))
     for dtype in ("float32", "bfloat16"):

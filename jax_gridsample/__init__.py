@@ -4,7 +4,8 @@ from jax_gridsample._affine_grid import affine_grid as affine_grid
 from jax_gridsample._grid_sample import MODES as MODES
 from jax_gridsample._grid_sample import PADDING_MODES as PADDING_MODES
 from jax_gridsample._grid_sample import grid_sample as grid_sample
+from jax_gridsample._separable import grid_sample_separable as grid_sample_separable
 
 __version__ = "0.1.0"
 
-__all__ = ["MODES", "PADDING_MODES", "affine_grid", "grid_sample"]
+__all__ = ["MODES", "PADDING_MODES", "affine_grid", "grid_sample", "grid_sample_separable"]

@@ -103,8 +103,9 @@ def grid_sample(
     align_corners = _checks.check_align_corners(align_corners)
     input = _checks.as_array("input", input)  # noqa: A001
     grid = _checks.as_array("grid", grid)
-    channels_last = _check_channel_axis(channel_axis, input.ndim)
-    _check_shapes(input, grid, mode, channels_last)
+    channels_last = check_channel_axis(channel_axis, input.ndim)
+    check_input(input, mode, channels_last)
+    _check_grid(input, grid)
     _checks.check_float_dtype("input", input)
     if grid.dtype != input.dtype:
         raise TypeError(f"grid must have the dtype of input ({input.dtype}), got {grid.dtype}")
@@ -120,7 +121,7 @@ def grid_sample(
     return _grid_sample(input, grid, mode, padding_mode, align_corners, channels_last, plans)
 
 
-def _check_channel_axis(channel_axis: int, ndim: int) -> bool:
+def check_channel_axis(channel_axis: int, ndim: int) -> bool:
     """Returns whether the layout is channels-last; only 1 and -1 are accepted."""
     channel_axis = _checks.check_int("channel_axis", channel_axis)
     if channel_axis not in (1, -1, ndim - 1):
@@ -128,12 +129,8 @@ def _check_channel_axis(channel_axis: int, ndim: int) -> bool:
     return channel_axis != 1
 
 
-def _check_shapes(
-    input: jax.Array,  # noqa: A002
-    grid: jax.Array,
-    mode: str,
-    channels_last: bool,
-) -> None:
+def check_input(input: jax.Array, mode: str, channels_last: bool) -> None:  # noqa: A002
+    """Checks the input's rank and spatial size, and that ``mode`` supports it."""
     if input.ndim not in (4, 5):
         layouts = (
             "(N, H, W, C) or (N, D, H, W, C)"
@@ -142,17 +139,6 @@ def _check_shapes(
         )
         raise ValueError(
             f"input must be 4-D or 5-D, {layouts}, got {input.ndim}-D with shape {input.shape}"
-        )
-    ndim = input.ndim - 2
-    expected = "(N, H_out, W_out, 2)" if ndim == 2 else "(N, D_out, H_out, W_out, 3)"
-    if grid.ndim != input.ndim or grid.shape[-1] != ndim:
-        raise ValueError(
-            f"grid must have shape {expected} for a {input.ndim}-D input, got {grid.shape}"
-        )
-    if grid.shape[0] != input.shape[0]:
-        raise ValueError(
-            "grid must have the batch size of input "
-            f"({input.shape[0]}), got {grid.shape[0]} (grid shape {grid.shape})"
         )
     spatial = input.shape[1:-1] if channels_last else input.shape[2:]
     if math.prod(spatial) > _MAX_SPATIAL:
@@ -163,10 +149,24 @@ def _check_shapes(
         )
     if 0 in spatial:
         raise ValueError(f"input must have non-empty spatial dimensions, got shape {input.shape}")
-    if mode == "bicubic" and ndim == 3:
+    if mode == "bicubic" and input.ndim == 5:
         raise NotImplementedError(
             "mode='bicubic' supports 4-D input only (as torch), got a 5-D input "
             f"with shape {input.shape}"
+        )
+
+
+def _check_grid(input: jax.Array, grid: jax.Array) -> None:  # noqa: A002
+    ndim = input.ndim - 2
+    expected = "(N, H_out, W_out, 2)" if ndim == 2 else "(N, D_out, H_out, W_out, 3)"
+    if grid.ndim != input.ndim or grid.shape[-1] != ndim:
+        raise ValueError(
+            f"grid must have shape {expected} for a {input.ndim}-D input, got {grid.shape}"
+        )
+    if grid.shape[0] != input.shape[0]:
+        raise ValueError(
+            "grid must have the batch size of input "
+            f"({input.shape[0]}), got {grid.shape[0]} (grid shape {grid.shape})"
         )
 
 
@@ -228,9 +228,9 @@ def _forward(x: jax.Array, grid: jax.Array, config: _Config, plan: _policy.Plan)
     return jax.lax.optimization_barrier(out)
 
 
-def _per_platform(make: Callable[[_policy.Plan], Callable], config: _Config, *args):
+def per_platform(make: Callable[[_policy.Plan], Callable], plans, *args):
     """Applies ``make(plan)`` to ``args``, the plan chosen for the platform it is lowered for."""
-    plans = dict(config.plans)
+    plans = dict(plans)
     if len(set(plans.values())) == 1:  # no choice to defer to lowering
         return make(plans["cpu"])(*args)
     branches = {platform: make(plan) for platform, plan in plans.items()}
@@ -244,8 +244,8 @@ def _per_platform(make: Callable[[_policy.Plan], Callable], config: _Config, *ar
 # and hessian all work.
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _sample_batch(x: jax.Array, grid: jax.Array, config: _Config) -> jax.Array:
-    return _per_platform(
-        lambda plan: functools.partial(_forward, config=config, plan=plan), config, x, grid
+    return per_platform(
+        lambda plan: functools.partial(_forward, config=config, plan=plan), config.plans, x, grid
     )
 
 
@@ -264,4 +264,4 @@ def _sample_batch_jvp(config, primals, tangents):
 
         return tangent
 
-    return out, _per_platform(derivative, config, *primals, *tangents)
+    return out, per_platform(derivative, config.plans, *primals, *tangents)

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
+import math
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -115,3 +117,88 @@ def plans(mode: str, ndim: int, channels: int, channels_last: bool) -> tuple[tup
     accelerator = accelerator_plan(mode, ndim, channels, channels_last)
     chosen = {p: cpu if p == "cpu" else accelerator for p in PLATFORMS} | dict(_FORCED.get())
     return tuple((p, chosen[p]) for p in PLATFORMS)
+
+
+# `grid_sample_separable`'s formulations (`_separable`): every axis by a
+# matmul with its dense `(N, O, S)` weight matrix, every axis by tap gathers,
+# or tap gathers except a matmul for the last axis of a channels-first input
+# (there a gather reads single elements; channels-last, "taps_rows" = "taps").
+SEPARABLE = ("matmul", "taps", "taps_rows")
+
+# A matmul costs S multiply-adds per output element along an axis of S input
+# pixels; a gather T reads (T taps). Up to this S the matmul won on XLA CPU.
+SEPARABLE_MATMUL_MAX_SIZE = 128
+
+
+def separable_plan(
+    mode: str, spatial: tuple[int, ...], out_spatial: tuple[int, ...], channels: int
+) -> Plan:
+    """The separable formulation of the value and of the derivatives, by shape.
+
+    Measured on XLA CPU, 2 cores, side by side in throwaway runs (medians
+    of 9-15 calls; benchmarks/README.md, "Session 8"); GPUs and TPUs take
+    the same plan, unmeasured (`benchmarks/device_check.py` times the
+    formulations side by side there):
+
+    * Value: ``"taps_rows"`` while the last input axis has at most
+      `SEPARABLE_MATMUL_MAX_SIZE` pixels (mask pasting 1.3 ms against 3.3
+      for all taps and 2.3 for all matmuls; 2x upsampling 13 against 22 and
+      42), else ``"taps"`` (0.5x downsampling from 512: 2.6 against 5.7).
+    * Derivatives: ``"matmul"`` while every input axis has at most
+      `SEPARABLE_MATMUL_MAX_SIZE` pixels: no scatter at all, so gradients
+      are deterministic, and fast where many outputs share few pixels (mask
+      pasting 7 ms against 77 for tap gathers, whose transpose scatters).
+      Longer axes: ``"taps_rows"`` (0.5x downsampling 31 ms against 44).
+    """
+    del mode, out_spatial, channels
+    forward = "taps_rows" if spatial[-1] <= SEPARABLE_MATMUL_MAX_SIZE else "taps"
+    small = max(spatial) <= SEPARABLE_MATMUL_MAX_SIZE
+    return Plan(forward, "matmul" if small else "taps_rows")
+
+
+_FORCED_SEPARABLE: contextvars.ContextVar[Plan | None] = contextvars.ContextVar(
+    "forced_separable", default=None
+)
+
+
+@contextlib.contextmanager
+def force_separable(forward: str, derivatives: str) -> Iterator[None]:
+    """Private switch for tests and benchmarks: every platform takes this separable plan."""
+    if forward not in SEPARABLE or derivatives not in SEPARABLE:
+        raise ValueError(f"unknown separable plan ({forward!r}, {derivatives!r})")
+    token = _FORCED_SEPARABLE.set(Plan(forward, derivatives))
+    try:
+        yield
+    finally:
+        _FORCED_SEPARABLE.reset(token)
+
+
+def separable_plans(
+    mode: str, spatial: tuple[int, ...], out_spatial: tuple[int, ...], channels: int
+) -> tuple[tuple[str, Plan], ...]:
+    """``((platform, plan), ...)`` for `grid_sample_separable`; hashable (a static arg)."""
+    plan = _FORCED_SEPARABLE.get() or separable_plan(mode, spatial, out_spatial, channels)
+    return tuple((p, plan) for p in PLATFORMS)
+
+
+def contraction_order(
+    spatial: tuple[int, ...],
+    out_spatial: tuple[int, ...],
+    per_axis: tuple[int, ...],
+) -> tuple[int, ...]:
+    """The order of per-axis passes that reads the fewest elements in all.
+
+    Resampling axis ``i`` of an array with spatial shape ``shape`` costs
+    ``prod(shape) / shape[i] * out_spatial[i] * per_axis[i]``: multiply-adds
+    for a matmul (``per_axis`` = the input sizes), reads for tap gathers
+    (``per_axis`` = taps per axis). Ties keep the lower axis first.
+    """
+
+    def cost(order):
+        shape, total = list(spatial), 0
+        for i in order:
+            total += math.prod(shape) // shape[i] * out_spatial[i] * per_axis[i]
+            shape[i] = out_spatial[i]
+        return total
+
+    return min(itertools.permutations(range(len(spatial))), key=cost)

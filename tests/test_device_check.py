@@ -41,3 +41,11 @@ def test_device_check_dry_run(tmp_path):
     assert any(c.startswith("mask-paste") for c in cases)  # the contended scatter-add
     for row in report["results"]:
         assert {"ours forward", "ours fwd+bwd"} <= set(row["timings"])
+    separable = {(r["variant"], r["case"]) for r in report["separable"]}
+    assert {v for v, _ in separable} == {"policy", "taps+taps", "taps+matmul", "matmul+matmul"}
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench
+
+    assert {c for _, c in separable} == set(bench.SEPARABLE_CASES)
+    for row in report["separable"]:
+        assert {"separable fwd+bwd", "expanded fwd+bwd"} <= set(row["timings"])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import as_jax, assert_close, load_cases, x64_if
 
-from jax_gridsample import affine_grid, grid_sample
+from jax_gridsample import affine_grid, grid_sample, grid_sample_separable
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
@@ -41,6 +41,7 @@ _, HALF, HALF_ARRAYS = load_cases("half.npz")
 _, HOSTILE, HOSTILE_ARRAYS = load_cases("hostile.npz")
 _, AFFINE, AFFINE_ARRAYS = load_cases("affine_grid.npz")
 _, PIXEL, PIXEL_ARRAYS = load_cases("pixel.npz")
+_, SEPARABLE, SEPARABLE_ARRAYS = load_cases("separable.npz")
 
 
 @pytest.mark.parametrize("i", range(len(MATRIX)), ids=[c["id"] for c in MATRIX])
@@ -69,6 +70,24 @@ def test_exact_pixel_positions(i):
     only if every rounding is torch's, under jit.
     """
     _check_case(PIXEL[i], PIXEL_ARRAYS(i))
+
+
+@pytest.mark.parametrize("i", range(len(SEPARABLE)), ids=[c["id"] for c in SEPARABLE])
+def test_separable(i):
+    """grid_sample_separable against torch's grid_sample on the expanded grid."""
+    case, arrays = SEPARABLE[i], SEPARABLE_ARRAYS(i)
+    dtype = case["dtype"]
+    names = [k for k in "xyz" if k in arrays]
+    with x64_if(dtype):
+        x, ct, *axes = (as_jax(arrays[k], dtype) for k in ("input", "cotangent", *names))
+        options = case["mode"], case["padding_mode"], case["align_corners"]
+        out, vjp = jax.vjp(lambda x, *a: grid_sample_separable(x, a, *options), x, *axes)
+        grads = vjp(ct)
+    exact = case["mode"] == "nearest"
+    assert_close(out, arrays["out"], dtype, what="output", exact=exact)
+    assert_close(grads[0], arrays["grad_input"], dtype, what="grad_input")
+    for name, g in zip(names, grads[1:], strict=True):
+        assert_close(g, arrays[f"grad_{name}"], dtype, what=f"grad_{name}", exact=exact)
 
 
 @pytest.mark.parametrize("i", range(len(AFFINE)), ids=[c["id"] for c in AFFINE])

@@ -91,3 +91,32 @@ def test_cpu_plan_follows_the_measured_rules():
 def test_unknown_forced_plan_is_an_error():
     with pytest.raises(ValueError, match="unknown plan"), _policy.force("gathers", "forward"):
         pass
+
+
+def test_separable_plan_follows_the_measured_rules():
+    plan = _policy.separable_plan
+    limit = _policy.SEPARABLE_MATMUL_MAX_SIZE
+    assert plan("bilinear", (28, 28), (300, 500), 1) == ("taps_rows", "matmul")  # mask pasting
+    assert plan("bicubic", (limit, limit), (128, 128), 3) == ("taps_rows", "matmul")
+    assert plan("bilinear", (512, 512), (256, 256), 3) == ("taps", "taps_rows")
+    # The value looks at the last axis only; the derivatives at every axis.
+    assert plan("bilinear", (limit + 1, 8), (4, 4), 1) == ("taps_rows", "taps_rows")
+    assert plan("bilinear", (8, limit + 1), (4, 4), 1) == ("taps", "taps_rows")
+    with _policy.force_separable("matmul", "taps"):
+        assert _policy.separable_plans("bilinear", (8, 8), (4, 4), 1) == tuple(
+            (p, ("matmul", "taps")) for p in _policy.PLATFORMS
+        )
+    with pytest.raises(ValueError, match="unknown separable plan"):
+        with _policy.force_separable("fused", "matmul"):
+            pass
+
+
+def test_contraction_order_minimises_the_summed_cost():
+    order = _policy.contraction_order
+    # Matmuls (cost = input sizes), 28x28 -> 300x500: y first costs 300*28*28 +
+    # 300*500*28 = 4.43M, x first 28*500*28 + 300*500*28 = 4.59M.
+    assert order((28, 28), (300, 500), (28, 28)) == (0, 1)
+    # Downsampling 512x64 -> 256x64 by gathers (2 taps): shrink the long axis first.
+    assert order((512, 64), (256, 64), (2, 2)) == (0, 1)
+    assert order((64, 512), (64, 256), (2, 2)) == (1, 0)
+    assert order((4, 4, 4), (4, 4, 4), (2, 2, 2)) == (0, 1, 2)  # ties: lower axis first
