@@ -475,6 +475,24 @@ def _log2_ticks(ax):
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
 
 
+def separable_ratios(results, tag):
+    """``(base, {implementation: [time / base's time per case]})`` for ``tag``.
+
+    The base is torch; in a ``--no-torch`` run, grid_sample on the expanded
+    grid (then only the separable ratios).
+    """
+    base = "torch" if any(f"torch {tag}" in r["timings"] for r in results) else "expanded"
+    keys = ("separable", "expanded") if base == "torch" else ("separable",)
+    ratios = {
+        k: [
+            r["timings"][f"{k} {tag}"]["median_ms"] / r["timings"][f"{base} {tag}"]["median_ms"]
+            for r in results
+        ]
+        for k in keys
+    }
+    return base, ratios
+
+
 def _plot_separable(results, env, path):
     import matplotlib
 
@@ -483,20 +501,17 @@ def _plot_separable(results, env, path):
 
     names = [r["case"] for r in results]
     y = np.arange(len(names))
+    legend = {"separable": "grid_sample_separable", "expanded": "grid_sample, expanded grid"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(names) + 1.8), sharey=True)
     for ax, tag in zip(axes, ("forward", "fwd+bwd"), strict=True):
-        for off, key in ((-0.2, "separable"), (0.2, "expanded")):
-            ratios = []
-            for r in results:
-                t = r["timings"]
-                torch_ms = t.get(f"torch {tag}", {}).get("median_ms", np.nan)
-                ratios.append(t[f"{key} {tag}"]["median_ms"] / torch_ms)
-            label = "grid_sample_separable" if key == "separable" else "grid_sample, expanded grid"
-            ax.barh(y + off, ratios, 0.4, label=label)
+        base, ratios = separable_ratios(results, tag)
+        for off, (key, values) in zip((-0.2, 0.2), ratios.items(), strict=False):
+            ax.barh(y + off, values, 0.4, label=legend[key])
         ax.axvline(1.0, color="k", lw=1)
         _log2_ticks(ax)
         ax.set_title(tag)
-        ax.set_xlabel("time / torch's grid_sample on the expanded grid")
+        reference = "torch's grid_sample" if base == "torch" else "our grid_sample"
+        ax.set_xlabel(f"time / {reference} on the expanded grid")
     axes[0].set_yticks(y, names)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=9)

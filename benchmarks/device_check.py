@@ -17,8 +17,8 @@ Writes into DIR:
   formulation), and in bfloat16 with the chosen plan. Mask pasting's
   fwd+bwd is the contended scatter-add case. Before those, ``separable``:
   `bench.py`'s separable cases (grid_sample_separable against grid_sample
-  and torch on the expanded grid), float32, the plan chosen and three
-  formulations of `_policy.SEPARABLE` forced.
+  and torch on the expanded grid), float32, the plan chosen and four
+  plans of `_policy.SEPARABLE` forced.
 * ``parity.txt``: pytest's output; ``bench_float32.png``, ``bench_bfloat16.png``.
 
 Each stage stops starting new work once its share of ``--budget`` seconds is
@@ -103,59 +103,70 @@ def parity(out_dir: pathlib.Path, dry_run: bool, budget: float) -> dict:
 
 def benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
     """Rows of `bench.bench_case` per dtype, case and variant; and what the budget skipped."""
-    start, rows, skipped = time.perf_counter(), [], []
-    plan = [("float32", *variant) for variant in VARIANTS] + [("bfloat16", "policy", None, None)]
-    for dtype, label, forward, derivatives in plan:
-        for name, spec in bench.CASES.items():
-            if time.perf_counter() - start > budget:
-                skipped.append(f"{dtype} {label} {name}")
-                continue
-            case_args = argparse.Namespace(
-                dtype=dtype, repeats=args.repeats, inner=args.inner, pause=0.0
-            )
-            spec = _tiny(spec) if args.dry_run else spec
+
+    def forced(forward, derivatives):
+        def context(name, spec):
             chosen = _chosen_plan(name, spec)
-            with _policy.force(forward or chosen[0], derivatives or chosen[1]):
-                row = bench.bench_case(name, spec, case_args, torch, tdev)
-            row["variant"] = label
-            rows.append(row)
-            print(
-                f"{dtype:8s} {label:36s} {name:38s} "
-                f"fwd {row.get('ratio forward', float('nan')):6.2f} "
-                f"f+b {row.get('ratio fwd+bwd', float('nan')):6.2f}",
-                flush=True,
-            )
-    return rows, skipped
+            return _policy.force(forward or chosen[0], derivatives or chosen[1])
+
+        return context
+
+    plan = [("float32", *variant) for variant in VARIANTS] + [("bfloat16", "policy", None, None)]
+    jobs = [
+        (dtype, label, name, spec, forced(forward, derivatives), bench.bench_case)
+        for dtype, label, forward, derivatives in plan
+        for name, spec in bench.CASES.items()
+    ]
+    return _run_jobs(jobs, args, torch, tdev, budget)
 
 
 SEPARABLE_VARIANTS = [("policy", None)] + [
-    (f"{f}+{d}", (f, d)) for f, d in (("taps", "taps"), ("taps", "matmul"), ("matmul", "matmul"))
+    (f"{f}+{d}", (f, d))
+    for f, d in (("taps", "taps"), ("taps", "matmul"), ("matmul", "matmul"), ("taps", "expanded"))
 ]
 
 
 def separable_benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
     """Rows of `bench.bench_separable_case` per case and variant; and what the budget skipped."""
+
+    def forced(plan):
+        return lambda name, spec: (
+            _policy.force_separable(*plan) if plan else contextlib.nullcontext()
+        )
+
+    jobs = [
+        ("separable", label, name, spec, forced(plan), bench.bench_separable_case)
+        for label, plan in SEPARABLE_VARIANTS
+        for name, spec in bench.SEPARABLE_CASES.items()
+    ]
+    return _run_jobs(jobs, args, torch, tdev, budget)
+
+
+def _run_jobs(jobs, args, torch, tdev, budget: float) -> tuple[list, list]:
+    """Runs ``(tag, variant, case, spec, context(case, spec), bench_fn)`` jobs until ``budget``.
+
+    ``tag`` is the dtype (float32 for the separable cases, tagged "separable").
+    """
     start, rows, skipped = time.perf_counter(), [], []
-    for label, plan in SEPARABLE_VARIANTS:
-        for name, spec in bench.SEPARABLE_CASES.items():
-            if time.perf_counter() - start > budget:
-                skipped.append(f"separable {label} {name}")
-                continue
-            case_args = argparse.Namespace(
-                dtype="float32", repeats=args.repeats, inner=args.inner, pause=0.0
-            )
-            spec = _tiny(spec) if args.dry_run else spec
-            forced = _policy.force_separable(*plan) if plan else contextlib.nullcontext()
-            with forced:
-                row = bench.bench_separable_case(name, spec, case_args, torch, tdev)
-            row["variant"] = label
-            rows.append(row)
-            print(
-                f"separable {label:28s} {name:38s} "
-                f"fwd {row.get('ratio forward', float('nan')):6.2f} "
-                f"f+b {row.get('ratio fwd+bwd', float('nan')):6.2f}",
-                flush=True,
-            )
+    for tag, label, name, spec, context, run in jobs:
+        if time.perf_counter() - start > budget:
+            skipped.append(f"{tag} {label} {name}")
+            continue
+        dtype = "float32" if tag == "separable" else tag
+        case_args = argparse.Namespace(
+            dtype=dtype, repeats=args.repeats, inner=args.inner, pause=0.0
+        )
+        spec = _tiny(spec) if args.dry_run else spec
+        with context(name, spec):
+            row = run(name, spec, case_args, torch, tdev)
+        row["variant"] = label
+        rows.append(row)
+        print(
+            f"{tag:9s} {label:36s} {name:38s} "
+            f"fwd {row.get('ratio forward', float('nan')):6.2f} "
+            f"f+b {row.get('ratio fwd+bwd', float('nan')):6.2f}",
+            flush=True,
+        )
     return rows, skipped
 
 

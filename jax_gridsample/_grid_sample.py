@@ -184,20 +184,23 @@ def _grid_sample(
 ) -> jax.Array:
     # Half types are computed in float32 and rounded once (SPEC decision 6).
     compute = jnp.promote_types(input.dtype, jnp.float32)
-    config = _Config(mode, padding_mode, align_corners, channels_last, plans)
-    out = _sample_batch(input.astype(compute), grid.astype(compute), config)
+    config = Config(mode, padding_mode, align_corners, channels_last, plans)
+    out = sample_batch(input.astype(compute), grid.astype(compute), config)
     return out.astype(input.dtype)
 
 
-class _Config(NamedTuple):
+class Config(NamedTuple):
+    """The static arguments of `sample_batch` (and of `grid_sample_separable`'s passes)."""
+
     mode: str
     padding_mode: str
     align_corners: bool
     channels_last: bool
-    plans: tuple[tuple[str, _policy.Plan], ...]  # per platform, from _policy.plans
+    # Per platform: from _policy.plans (grid_sample), _policy.separable_plans (separable).
+    plans: tuple[tuple[str, _policy.Plan], ...]
 
 
-def _vmapped_kernel(config: _Config, formulation: str, channels_last: bool):
+def _vmapped_kernel(config: Config, formulation: str, channels_last: bool):
     """`sample_one` for ``config`` in one formulation and layout, vmapped over the batch."""
     kernel = functools.partial(
         sample_one,
@@ -210,7 +213,7 @@ def _vmapped_kernel(config: _Config, formulation: str, channels_last: bool):
     return jax.vmap(kernel)
 
 
-def _channels_last_loop(x: jax.Array, grid: jax.Array, config: _Config) -> jax.Array:
+def _channels_last_loop(x: jax.Array, grid: jax.Array, config: Config) -> jax.Array:
     """The channels-last corner loop, moving a channels-first ``x`` and its result."""
     if not config.channels_last:
         x = jnp.moveaxis(x, 1, -1)
@@ -218,7 +221,7 @@ def _channels_last_loop(x: jax.Array, grid: jax.Array, config: _Config) -> jax.A
     return out if config.channels_last else jnp.moveaxis(out, -1, 1)
 
 
-def _forward(x: jax.Array, grid: jax.Array, config: _Config, plan: _policy.Plan) -> jax.Array:
+def _forward(x: jax.Array, grid: jax.Array, config: Config, plan: _policy.Plan) -> jax.Array:
     if plan.forward == "loop_channels_last":
         return _channels_last_loop(x, grid, config)
     # The barrier keeps a consumer (say, a reduction that XLA CPU hands to
@@ -243,15 +246,15 @@ def per_platform(make: Callable[[_policy.Plan], Callable], plans, *args):
 # derivatives are still JAX's own autodiff of a formulation, so jvp, vjp, grad
 # and hessian all work.
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _sample_batch(x: jax.Array, grid: jax.Array, config: _Config) -> jax.Array:
+def sample_batch(x: jax.Array, grid: jax.Array, config: Config) -> jax.Array:
     return per_platform(
         lambda plan: functools.partial(_forward, config=config, plan=plan), config.plans, x, grid
     )
 
 
-@_sample_batch.defjvp
+@sample_batch.defjvp
 def _sample_batch_jvp(config, primals, tangents):
-    out = _sample_batch(*primals, config)
+    out = sample_batch(*primals, config)
 
     def derivative(plan):
         if plan.derivatives == "forward":

@@ -121,13 +121,21 @@ def plans(mode: str, ndim: int, channels: int, channels_last: bool) -> tuple[tup
 
 # `grid_sample_separable`'s formulations (`_separable`): every axis by a
 # matmul with its dense `(N, O, S)` weight matrix, every axis by tap gathers,
-# or tap gathers except a matmul for the last axis of a channels-first input
-# (there a gather reads single elements; channels-last, "taps_rows" = "taps").
-SEPARABLE = ("matmul", "taps", "taps_rows")
+# tap gathers except a matmul for the last axis of a channels-first input
+# (there a gather reads single elements; channels-last, "taps_rows" = "taps"),
+# or `grid_sample` on the expanded grid.
+SEPARABLE = ("matmul", "taps", "taps_rows", "expanded")
 
 # A matmul costs S multiply-adds per output element along an axis of S input
 # pixels; a gather T reads (T taps). Up to this S the matmul won on XLA CPU.
 SEPARABLE_MATMUL_MAX_SIZE = 128
+
+# From this many channels `grid_sample`'s own gradient on the expanded grid
+# (its per-point work shared by the channels) beats the matmuls' once these
+# cost more than `SEPARABLE_EXPANDED_MACS_PER_CORNER` multiply-adds per
+# output element and stencil corner (`separable_plan`).
+SEPARABLE_EXPANDED_MIN_CHANNELS = 32
+SEPARABLE_EXPANDED_MACS_PER_CORNER = 24
 
 
 def separable_plan(
@@ -136,24 +144,41 @@ def separable_plan(
     """The separable formulation of the value and of the derivatives, by shape.
 
     Measured on XLA CPU, 2 cores, side by side in throwaway runs (medians
-    of 9-15 calls; benchmarks/README.md, "Session 8"); GPUs and TPUs take
+    of 7-15 calls, float32, fwd+bwd w.r.t. the input and the axes;
+    benchmarks/README.md, "Session 8" and "Session 9"); GPUs and TPUs take
     the same plan, unmeasured (`benchmarks/device_check.py` times the
     formulations side by side there):
 
     * Value: ``"taps_rows"`` while the last input axis has at most
-      `SEPARABLE_MATMUL_MAX_SIZE` pixels (mask pasting 1.3 ms against 3.3
-      for all taps and 2.3 for all matmuls; 2x upsampling 13 against 22 and
-      42), else ``"taps"`` (0.5x downsampling from 512: 2.6 against 5.7).
-    * Derivatives: ``"matmul"`` while every input axis has at most
-      `SEPARABLE_MATMUL_MAX_SIZE` pixels: no scatter at all, so gradients
-      are deterministic, and fast where many outputs share few pixels (mask
-      pasting 7 ms against 77 for tap gathers, whose transpose scatters).
-      Longer axes: ``"taps_rows"`` (0.5x downsampling 31 ms against 44).
+      `SEPARABLE_MATMUL_MAX_SIZE` pixels (mask pasting 1.2 ms against 4.1
+      for all taps, 3.1 for all matmuls, 6.9 for grid_sample on the expanded
+      grid; 2x upsampling 19 against 31, 51, 21), else ``"taps"`` (0.5x
+      downsampling from 512: 2.0 against 4.8, 15, 2.6).
+    * Derivatives, on input axes longer than `SEPARABLE_MATMUL_MAX_SIZE`:
+      ``"expanded"``, `grid_sample`'s own (0.5x downsampling 32 ms against
+      39 for tap gathers, 66 for matmuls).
+    * Else ``"matmul"``, with no scatter at all (deterministic gradients),
+      unless the input has at least `SEPARABLE_EXPANDED_MIN_CHANNELS`
+      channels and the matmuls' multiply-adds per output element (the sum
+      of the input sizes) exceed `SEPARABLE_EXPANDED_MACS_PER_CORNER` per
+      stencil corner: then ``"expanded"``. Matmuls: mask pasting 8 ms
+      against 98; 16 masks of 16 channels 214 against 388; bicubic zooms of
+      3 and 32 channels 7.4 against 31 and 10 against 24; 4x upsampling
+      32 -> 128 px of 64 channels 53 against 62; 2x upsampling 64 -> 128 px
+      of 16 channels 13 against 14. Expanded: the same with 32 and 64
+      channels, 43 against 51 and 64 against 83; 4x upsampling 56 -> 224 px
+      of 64 channels 90 against 97 (a 56 px paste of 64 channels, the same
+      sizes, 194 against 180: the boundary is within 10%).
     """
-    del mode, out_spatial, channels
     forward = "taps_rows" if spatial[-1] <= SEPARABLE_MATMUL_MAX_SIZE else "taps"
-    small = max(spatial) <= SEPARABLE_MATMUL_MAX_SIZE
-    return Plan(forward, "matmul" if small else "taps_rows")
+    if max(spatial) > SEPARABLE_MATMUL_MAX_SIZE:
+        return Plan(forward, "expanded")
+    del out_spatial
+    corners = num_corners(mode, len(spatial))
+    costly = sum(spatial) > SEPARABLE_EXPANDED_MACS_PER_CORNER * corners
+    if channels >= SEPARABLE_EXPANDED_MIN_CHANNELS and costly:
+        return Plan(forward, "expanded")
+    return Plan(forward, "matmul")
 
 
 _FORCED_SEPARABLE: contextvars.ContextVar[Plan | None] = contextvars.ContextVar(

@@ -3,7 +3,7 @@
 When ``grid[n, h, w] = (x[n, w], y[n, h])`` the sampling operator factors
 into one interpolation per axis: each axis vector gives, per output index, the
 taps of `_kernels.TAP_FNS` (positions, weights, validity), and the output is
-their outer product applied to the input. Two formulations apply it:
+their outer product applied to the input. Its formulations:
 
 * ``"matmul"``: each axis becomes a dense `(N, O, S)` weight matrix, built by
   comparing tap positions with an iota (no scatter), and the input is
@@ -13,6 +13,8 @@ their outer product applied to the input. Two formulations apply it:
   that axis and sum them weighted. Its gradient w.r.t. the input scatters.
 * ``"taps_rows"``: gathers, except a matmul for the last axis of a
   channels-first input (where a gather reads single elements).
+* ``"expanded"``: `grid_sample` itself on the grid the vectors span, for the
+  shapes where none of the above beats it.
 
 `_policy.separable_plan` picks the formulation of the value and of the
 derivatives from the shapes (`_sample`, a `custom_jvp` as `grid_sample`'s).
@@ -32,9 +34,11 @@ from jax_gridsample._coordinates import unnormalize
 from jax_gridsample._grid_sample import (
     MODES,
     PADDING_MODES,
+    Config,
     check_channel_axis,
     check_input,
     per_platform,
+    sample_batch,
 )
 from jax_gridsample._kernels import TAP_FNS
 
@@ -60,7 +64,9 @@ def grid_sample_separable(
     vector is the grid's gradient summed over the other output axes. On
     inputs of at most 128 pixels per axis the gradients are matrix products,
     with no scatter-add: deterministic on any backend, and fast when many
-    output points share few input pixels.
+    output points share few input pixels. Longer axes, and many channels
+    where the matmuls would cost more, take `grid_sample`'s own gradient on
+    the expanded grid, which was faster there (`_policy.separable_plan`).
 
     Args:
       input: `(N, C, H, W)` or `(N, C, D, H, W)` array of float16, bfloat16,
@@ -109,13 +115,14 @@ def grid_sample_separable(
       makes non-finite every output of the rows (of the (d, h) lines, in
       5-D) whose y (and z) taps read its input row, where `grid_sample`
       makes non-finite only the outputs whose x taps read its column too.
-      The derivatives' matmuls cover every axis when all of them are that
-      short: then the gradient w.r.t. each axis vector is non-finite at
-      every output index whose taps read an input slice holding such a
-      pixel (a column for x, a row for y, a plane for z), even where no
-      output reads the pixel itself. The gradient w.r.t. ``input`` never
-      depends on input values and is `grid_sample`'s. Channels-last input,
-      or longer axes, read only the stencils' pixels, like `grid_sample`.
+      Where the policy computes the derivatives with matmuls (every axis
+      that short, and not the fallback to `grid_sample`'s derivatives), the
+      gradient w.r.t. each axis vector is non-finite at every output index
+      whose taps read an input slice holding such a pixel (a column for x,
+      a row for y, a plane for z), even where no output reads the pixel
+      itself. The gradient w.r.t. ``input`` never depends on input values
+      and is `grid_sample`'s. Channels-last input, longer axes and the
+      fallback read only the stencils' pixels, like `grid_sample`.
     """
     mode = _checks.check_choice("mode", mode, MODES)
     padding_mode = _checks.check_choice("padding_mode", padding_mode, PADDING_MODES)
@@ -138,7 +145,7 @@ def grid_sample_separable(
     if 0 in out_shape:
         return jnp.zeros(out_shape, input.dtype)
     plans = _policy.separable_plans(mode, spatial, out_spatial, channels)
-    config = _Config(mode, padding_mode, align_corners, channels_last, plans)
+    config = Config(mode, padding_mode, align_corners, channels_last, plans)
     return _separable(input, vectors, config)
 
 
@@ -171,16 +178,8 @@ def _check_axes(axes, input: jax.Array) -> tuple[jax.Array, ...]:  # noqa: A002
     return tuple(vectors)
 
 
-class _Config(NamedTuple):
-    mode: str
-    padding_mode: str
-    align_corners: bool
-    channels_last: bool
-    plans: tuple[tuple[str, _policy.Plan], ...]  # per platform, from _policy
-
-
 @functools.partial(jax.jit, static_argnames=("config",))
-def _separable(x: jax.Array, vectors: tuple[jax.Array, ...], config: _Config) -> jax.Array:
+def _separable(x: jax.Array, vectors: tuple[jax.Array, ...], config: Config) -> jax.Array:
     # Half types are computed in float32 and rounded once (SPEC decision 6).
     compute = jnp.promote_types(x.dtype, jnp.float32)
     vectors = tuple(v.astype(compute) for v in vectors)
@@ -204,7 +203,7 @@ class _Axis(NamedTuple):
     nan: jax.Array | None
 
 
-def _axis(v: jax.Array, size: int, config: _Config, ndim: int) -> _Axis:
+def _axis(v: jax.Array, size: int, config: Config, ndim: int) -> _Axis:
     num, tap_fn = TAP_FNS[config.mode]
     coords = unnormalize(v, size, config.align_corners, ndim)
     taps = [
@@ -224,7 +223,7 @@ def _axis(v: jax.Array, size: int, config: _Config, ndim: int) -> _Axis:
     return _Axis(index, masked, nan)
 
 
-def _with_nans(out: jax.Array, axes: list[_Axis], config: _Config) -> jax.Array:
+def _with_nans(out: jax.Array, axes: list[_Axis], config: Config) -> jax.Array:
     """Puts grid_sample's NaNs (and their derivatives) where a coordinate is non-finite.
 
     There ``out`` is replaced by the outer product of the axes' NaN terms: 0
@@ -245,7 +244,7 @@ def _with_nans(out: jax.Array, axes: list[_Axis], config: _Config) -> jax.Array:
     return jnp.where(finite, out, 0.0) + _outer_product(tuple(nans), out.shape, config)
 
 
-def _outer_product(nans: tuple[jax.Array, ...], shape: tuple[int, ...], config: _Config):
+def _outer_product(nans: tuple[jax.Array, ...], shape: tuple[int, ...], config: Config):
     """``prod_i nans[i]``, each `(N, O_i)` broadcast along its output axis, to ``shape``.
 
     The value is broadcast multiplies (fused into the caller's pass); the
@@ -284,7 +283,7 @@ def _along(v: jax.Array, ndim: int, dim: int) -> jax.Array:
     return v.reshape(shape)
 
 
-def _spatial_dim(config: _Config, i: int) -> int:
+def _spatial_dim(config: Config, i: int) -> int:
     return (1 if config.channels_last else 2) + i
 
 
@@ -333,9 +332,7 @@ def _kinds(formulation: str, ndim: int, channels_last: bool) -> tuple[str, ...]:
     return (formulation,) * ndim
 
 
-def _resample(
-    x: jax.Array, axes: list[_Axis], config: _Config, kinds: tuple[str, ...]
-) -> jax.Array:
+def _resample(x: jax.Array, axes: list[_Axis], config: Config, kinds: tuple[str, ...]) -> jax.Array:
     """All axes' passes over ``x``, in the cheapest order."""
     spatial = x.shape[1:-1] if config.channels_last else x.shape[2:]
     taps = len(axes[0].positions)
@@ -346,13 +343,26 @@ def _resample(
     return x
 
 
-def _formulation(x: jax.Array, vectors, config: _Config, formulation: str) -> jax.Array:
+def _expanded(x: jax.Array, vectors, config: Config) -> jax.Array:
+    """`grid_sample` (its own plan and derivatives) on the grid that ``vectors`` span."""
+    ndim = len(vectors)
+    shape = (x.shape[0], *(v.shape[1] for v in vectors))
+    coords = [jnp.broadcast_to(_along(v, ndim + 1, 1 + i), shape) for i, v in enumerate(vectors)]
+    grid = jnp.stack(coords[::-1], axis=-1)  # grid order: x (the last axis) first
+    channels = x.shape[-1 if config.channels_last else 1]
+    plans = _policy.plans(config.mode, ndim, channels, config.channels_last)
+    return sample_batch(x, grid, config._replace(plans=plans))
+
+
+def _formulation(x: jax.Array, vectors, config: Config, formulation: str) -> jax.Array:
     """``formulation`` (`_policy.SEPARABLE`), with grid_sample's NaNs for non-finite coordinates.
 
     No `lax.cond` skips `_with_nans` for finite grids: XLA CPU ran the
     computations inside one at half speed (2x upsampling forward 13.7 ->
     27 ms; mask pasting fwd+bwd 11 ms, against 9 ms for `_with_nans`).
     """
+    if formulation == "expanded":
+        return _expanded(x, vectors, config)
     ndim = len(vectors)
     spatial = x.shape[1:-1] if config.channels_last else x.shape[2:]
     axes = [_axis(v, s, config, ndim) for v, s in zip(vectors, spatial, strict=True)]
@@ -361,7 +371,7 @@ def _formulation(x: jax.Array, vectors, config: _Config, formulation: str) -> ja
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _sample(x: jax.Array, vectors: tuple[jax.Array, ...], config: _Config) -> jax.Array:
+def _sample(x: jax.Array, vectors: tuple[jax.Array, ...], config: Config) -> jax.Array:
     def value(plan):
         return functools.partial(_formulation, config=config, formulation=plan.forward)
 

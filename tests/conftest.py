@@ -127,6 +127,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_code():
+    """Frees JAX's compiled executables after each test module.
+
+    XLA CPU maps every compiled kernel's code into the process (three
+    mappings per kernel; about 300 for one `grid_sample_separable` gradient),
+    and Linux allows 65530 mappings per process by default
+    (``vm.max_map_count``). Kept for the whole suite, an xdist worker ran past
+    that and died on a failed mmap (session 8's CI); tests/test_separable.py
+    alone reaches about 26000.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
+
+
 @pytest.fixture(autouse=True)
 def _strict_rank_promotion():
     # Catch silent broadcasting inside the library (equinox's habit).

@@ -42,10 +42,32 @@ def test_device_check_dry_run(tmp_path):
     for row in report["results"]:
         assert {"ours forward", "ours fwd+bwd"} <= set(row["timings"])
     separable = {(r["variant"], r["case"]) for r in report["separable"]}
-    assert {v for v, _ in separable} == {"policy", "taps+taps", "taps+matmul", "matmul+matmul"}
+    assert {v for v, _ in separable} == {
+        "policy",
+        "taps+taps",
+        "taps+matmul",
+        "matmul+matmul",
+        "taps+expanded",
+    }
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import bench
 
     assert {c for _, c in separable} == set(bench.SEPARABLE_CASES)
     for row in report["separable"]:
         assert {"separable fwd+bwd", "expanded fwd+bwd"} <= set(row["timings"])
+
+
+def test_separable_plot_ratios_fall_back_to_the_expanded_grid_without_torch():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench
+
+    def row(**ms):
+        return {"timings": {k.replace("_", " "): {"median_ms": v} for k, v in ms.items()}}
+
+    with_torch = [row(separable_forward=1.0, expanded_forward=4.0, torch_forward=2.0)]
+    assert bench.separable_ratios(with_torch, "forward") == (
+        "torch",
+        {"separable": [0.5], "expanded": [2.0]},
+    )
+    without = [row(separable_forward=1.0, expanded_forward=4.0)]
+    assert bench.separable_ratios(without, "forward") == ("expanded", {"separable": [0.25]})

@@ -96,12 +96,23 @@ def test_unknown_forced_plan_is_an_error():
 def test_separable_plan_follows_the_measured_rules():
     plan = _policy.separable_plan
     limit = _policy.SEPARABLE_MATMUL_MAX_SIZE
+    many = _policy.SEPARABLE_EXPANDED_MIN_CHANNELS
+    per_corner = _policy.SEPARABLE_EXPANDED_MACS_PER_CORNER
     assert plan("bilinear", (28, 28), (300, 500), 1) == ("taps_rows", "matmul")  # mask pasting
     assert plan("bicubic", (limit, limit), (128, 128), 3) == ("taps_rows", "matmul")
-    assert plan("bilinear", (512, 512), (256, 256), 3) == ("taps", "taps_rows")
+    assert plan("bilinear", (512, 512), (256, 256), 3) == ("taps", "expanded")
     # The value looks at the last axis only; the derivatives at every axis.
-    assert plan("bilinear", (limit + 1, 8), (4, 4), 1) == ("taps_rows", "taps_rows")
-    assert plan("bilinear", (8, limit + 1), (4, 4), 1) == ("taps", "taps_rows")
+    assert plan("bilinear", (limit + 1, 8), (4, 4), 1) == ("taps_rows", "expanded")
+    assert plan("bilinear", (8, limit + 1), (4, 4), 1) == ("taps", "expanded")
+    # Many channels and matmuls costlier than per_corner multiply-adds per corner
+    # (bilinear 4 corners, bicubic 16, trilinear 8): grid_sample's derivatives.
+    assert plan("bilinear", (64, 64), (128, 128), many) == ("taps_rows", "expanded")
+    assert plan("bilinear", (64, 64), (128, 128), many - 1) == ("taps_rows", "matmul")
+    assert plan("bilinear", (2 * per_corner, 2 * per_corner), (9, 9), 64)[1] == "matmul"
+    assert plan("bilinear", (2 * per_corner, 2 * per_corner + 1), (9, 9), 64)[1] == "expanded"
+    assert plan("bicubic", (64, 64), (64, 64), 64)[1] == "matmul"
+    assert plan("bilinear", (64, 64, 64), (9, 9, 9), 64)[1] == "matmul"
+    assert plan("bilinear", (64, 64, 65), (9, 9, 9), 64)[1] == "expanded"
     with _policy.force_separable("matmul", "taps"):
         assert _policy.separable_plans("bilinear", (8, 8), (4, 4), 1) == tuple(
             (p, ("matmul", "taps")) for p in _policy.PLATFORMS

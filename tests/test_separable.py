@@ -139,7 +139,10 @@ def test_equals_grid_sample_on_expanded_grid(ndim, mode, pad, align, dtype, kind
         compare(x, axes, mode, pad, align, dtype, what=f"{x_shape}->{out}")
 
 
-FORCED = [(f, d) for f in _policy.SEPARABLE for d in _policy.SEPARABLE]
+# Every pair of the gather and matmul formulations; the fallback to grid_sample on the
+# expanded grid as the derivatives (as the policy uses it) and as the value.
+_OWN = [f for f in _policy.SEPARABLE if f != "expanded"]
+FORCED = [(f, d) for f in _OWN for d in _OWN] + [("taps", "expanded"), ("expanded", "matmul")]
 
 
 @pytest.mark.parametrize("plan", FORCED, ids=[f"{f}-{d}" for f, d in FORCED])
@@ -317,6 +320,33 @@ def test_nonfinite_input_values():
         keep = np.isfinite(a[0])
         assert_close(a[0][keep], b[0][keep], "float32", what="axis gradient, other outputs")
         assert_close(a[1], b[1], "float32", what="axis gradient, finite example")
+
+
+@pytest.mark.parametrize("plan", [("taps", "taps"), ("taps", "expanded")])
+def test_nonfinite_input_values_without_matmuls_are_grid_samples(plan):
+    """Gathers (and the fallback to grid_sample's derivatives) read only the stencils' pixels."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((2, 1, 6, 6)).astype(np.float32)
+    x[0, 0, 2, 3] = np.inf
+    x[0, 0, 4, 5] = np.nan
+    x = jnp.asarray(x)
+    axes = (
+        jnp.asarray(np.tile(np.linspace(-0.9, 0.9, 5), (2, 1)), jnp.float32),
+        jnp.asarray(np.tile(np.linspace(-0.9, 0.0, 5), (2, 1)), jnp.float32),
+    )
+    with _policy.force_separable(*plan):
+        sep = jax.vjp(lambda x, *a: grid_sample_separable(x, a), x, *axes)
+        ct = jnp.ones(sep[0].shape, jnp.float32)
+        got = (sep[0], *sep[1](ct))
+    ref = jax.vjp(lambda x, *a: grid_sample(x, expand(a)), x, *axes)
+    expected = (ref[0], *ref[1](ct))
+    assert not np.isfinite(np.asarray(expected[0])).all()  # the case reads the inf
+    for what, a, b in zip(("value", "d input", "d x", "d y"), got, expected, strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b), err_msg=what)
+        np.testing.assert_array_equal(a[np.isinf(b)], b[np.isinf(b)], err_msg=what)
+        keep = np.isfinite(b)
+        assert_close(a[keep], b[keep], "float32", what=what)
 
 
 MASK_PASTE = ((16, 1, 28, 28), (300, 500))
