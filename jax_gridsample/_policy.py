@@ -170,10 +170,10 @@ def separable_plan(
       of 64 channels 90 against 97 (a 56 px paste of 64 channels, the same
       sizes, 194 against 180: the boundary is within 10%).
     """
+    del out_spatial
     forward = "taps_rows" if spatial[-1] <= SEPARABLE_MATMUL_MAX_SIZE else "taps"
     if max(spatial) > SEPARABLE_MATMUL_MAX_SIZE:
         return Plan(forward, "expanded")
-    del out_spatial
     corners = num_corners(mode, len(spatial))
     costly = sum(spatial) > SEPARABLE_EXPANDED_MACS_PER_CORNER * corners
     if channels >= SEPARABLE_EXPANDED_MIN_CHANNELS and costly:
