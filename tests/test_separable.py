@@ -273,7 +273,7 @@ def test_empty_sizes_and_size_one_axes():
 def test_nonfinite_input_values():
     """What the docstring's Note and the README promise for NaN and inf pixels.
 
-    For these sizes (at most 128 pixels per axis) the policy computes the
+    For these sizes (at most 128 pixels per axis, one channel) the policy computes the
     value's x pass and every derivative with matmuls, where a non-finite pixel
     meets zero weights (0 x inf = NaN). So the value is non-finite on whole
     output rows, those whose y taps read its input row (grid_sample's only
