@@ -113,7 +113,7 @@ def benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
 
     plan = [("float32", *variant) for variant in VARIANTS] + [("bfloat16", "policy", None, None)]
     jobs = [
-        (dtype, label, name, spec, forced(forward, derivatives), bench.bench_case)
+        (dtype, dtype, label, name, spec, forced(forward, derivatives), bench.bench_case)
         for dtype, label, forward, derivatives in plan
         for name, spec in bench.CASES.items()
     ]
@@ -135,7 +135,7 @@ def separable_benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
         )
 
     jobs = [
-        ("separable", label, name, spec, forced(plan), bench.bench_separable_case)
+        ("separable", "float32", label, name, spec, forced(plan), bench.bench_separable_case)
         for label, plan in SEPARABLE_VARIANTS
         for name, spec in bench.SEPARABLE_CASES.items()
     ]
@@ -143,16 +143,15 @@ def separable_benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
 
 
 def _run_jobs(jobs, args, torch, tdev, budget: float) -> tuple[list, list]:
-    """Runs ``(tag, variant, case, spec, context(case, spec), bench_fn)`` jobs until ``budget``.
+    """Runs ``(tag, dtype, variant, case, spec, context(case, spec), bench_fn)`` jobs.
 
-    ``tag`` is the dtype (float32 for the separable cases, tagged "separable").
+    Jobs left when ``budget`` seconds are spent are skipped and listed.
     """
     start, rows, skipped = time.perf_counter(), [], []
-    for tag, label, name, spec, context, run in jobs:
+    for tag, dtype, label, name, spec, context, run in jobs:
         if time.perf_counter() - start > budget:
             skipped.append(f"{tag} {label} {name}")
             continue
-        dtype = "float32" if tag == "separable" else tag
         case_args = argparse.Namespace(
             dtype=dtype, repeats=args.repeats, inner=args.inner, pause=0.0
         )
