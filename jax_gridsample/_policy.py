@@ -210,13 +210,15 @@ def contraction_order(
     spatial: tuple[int, ...],
     out_spatial: tuple[int, ...],
     per_axis: tuple[int, ...],
+    last: int | None = None,
 ) -> tuple[int, ...]:
     """The order of per-axis passes that reads the fewest elements in all.
 
     Resampling axis ``i`` of an array with spatial shape ``shape`` costs
     ``prod(shape) / shape[i] * out_spatial[i] * per_axis[i]``: multiply-adds
     for a matmul (``per_axis`` = the input sizes), reads for tap gathers
-    (``per_axis`` = taps per axis). Ties keep the lower axis first.
+    (``per_axis`` = taps per axis). Ties keep the lower axis first. Given
+    ``last``, only the orders that resample that axis last are considered.
     """
 
     def cost(order):
@@ -226,4 +228,5 @@ def contraction_order(
             shape[i] = out_spatial[i]
         return total
 
-    return min(itertools.permutations(range(len(spatial))), key=cost)
+    orders = itertools.permutations(range(len(spatial)))
+    return min((o for o in orders if last is None or o[-1] == last), key=cost)

@@ -131,3 +131,7 @@ def test_contraction_order_minimises_the_summed_cost():
     assert order((512, 64), (256, 64), (2, 2)) == (0, 1)
     assert order((64, 512), (64, 256), (2, 2)) == (1, 0)
     assert order((4, 4, 4), (4, 4, 4), (2, 2, 2)) == (0, 1, 2)  # ties: lower axis first
+    # With the last axis fixed, the cheapest of the rest: x first for mask pasting.
+    assert order((28, 28), (300, 500), (28, 28), last=0) == (1, 0)
+    assert order((8, 8, 64), (8, 8, 4), (2, 2, 2), last=0) == (2, 1, 0)
+    assert order((8, 64, 8), (8, 4, 8), (2, 2, 2), last=0) == (1, 2, 0)
