@@ -127,15 +127,15 @@ def plans(mode: str, ndim: int, channels: int, channels_last: bool) -> tuple[tup
 SEPARABLE = ("matmul", "taps", "taps_rows", "expanded")
 
 # A matmul costs S multiply-adds per output element along an axis of S input
-# pixels; a gather T reads (T taps). Up to this S the matmul won on XLA CPU.
+# pixels; a gather T reads (T taps). Up to this S the matmuls won on XLA CPU
+# (the value's on the last axis; the derivatives', see `separable_plan`).
 SEPARABLE_MATMUL_MAX_SIZE = 128
 
-# From this many channels `grid_sample`'s own gradient on the expanded grid
-# (its per-point work shared by the channels) beats the matmuls' once these
-# cost more than `SEPARABLE_EXPANDED_MACS_PER_CORNER` multiply-adds per
-# output element and stencil corner (`separable_plan`).
-SEPARABLE_EXPANDED_MIN_CHANNELS = 32
-SEPARABLE_EXPANDED_MACS_PER_CORNER = 24
+# The matmul derivatives win up to this many multiply-adds per output point
+# (all channels together) and stencil corner (`separable_plan`); beyond,
+# `grid_sample`'s own gradient on the expanded grid, whose per-point work
+# the channels share.
+SEPARABLE_MATMUL_MAX_MACS_PER_CORNER = 1280
 
 
 def separable_plan(
@@ -145,40 +145,48 @@ def separable_plan(
 
     Measured on XLA CPU, 2 cores, side by side in throwaway runs (medians
     of 7-15 calls, float32, fwd+bwd w.r.t. the input and the axes;
-    benchmarks/README.md, "Session 8" and "Session 9"); GPUs and TPUs take
-    the same plan, unmeasured (`benchmarks/device_check.py` times the
-    formulations side by side there):
+    benchmarks/README.md, sessions 8-10); GPUs and TPUs take the same plan,
+    unmeasured (`benchmarks/device_check.py` times the formulations side by
+    side there):
 
     * Value: ``"taps_rows"`` while the last input axis has at most
       `SEPARABLE_MATMUL_MAX_SIZE` pixels (mask pasting 1.2 ms against 4.1
       for all taps, 3.1 for all matmuls, 6.9 for grid_sample on the expanded
       grid; 2x upsampling 19 against 31, 51, 21), else ``"taps"`` (0.5x
       downsampling from 512: 2.0 against 4.8, 15, 2.6).
-    * Derivatives, on input axes longer than `SEPARABLE_MATMUL_MAX_SIZE`:
-      ``"expanded"``, `grid_sample`'s own (0.5x downsampling 32 ms against
-      39 for tap gathers, 66 for matmuls).
-    * Else ``"matmul"``, with no scatter at all (deterministic gradients),
-      unless the input has at least `SEPARABLE_EXPANDED_MIN_CHANNELS`
-      channels and the matmuls' multiply-adds per output element (the sum
-      of the input sizes) exceed `SEPARABLE_EXPANDED_MACS_PER_CORNER` per
-      stencil corner: then ``"expanded"``. Matmuls: mask pasting 8 ms
-      against 98; 16 masks of 16 channels 214 against 388; bicubic zooms of
-      3 and 32 channels 7.4 against 31 and 10 against 24; 4x upsampling
-      32 -> 128 px of 64 channels 53 against 62; 2x upsampling 64 -> 128 px
-      of 16 channels 13 against 14. Expanded: the same with 32 and 64
-      channels, 43 against 51 and 64 against 83; 4x upsampling 56 -> 224 px
-      of 64 channels 90 against 97 (a 56 px paste of 64 channels, the same
-      sizes, 194 against 180: the boundary is within 10%).
+    * Derivatives: ``"matmul"``, with no scatter at all (deterministic
+      gradients), on input axes of at most `SEPARABLE_MATMUL_MAX_SIZE`
+      pixels while the products cost at most
+      `SEPARABLE_MATMUL_MAX_MACS_PER_CORNER` multiply-adds per output point
+      (`matmul_macs` times the channels) and stencil corner (4 bilinear, 16
+      bicubic, 8 trilinear); else ``"expanded"``, `grid_sample`'s own.
+      fwd+bwd in ms with the cotangent as an argument (as in training),
+      matmul / expanded (that cost):
+
+      - wins: mask pasting 4.6 / 101 (8); 16 masks of 16 channels 175 / 403
+        (122); 2x upsampling 64 -> 128 px of 16 and 32 channels 14 / 27,
+        43 / 45 (384, 768); 48 -> 96 px of 64 channels 41 / 48 (1152); 4x
+        upsampling 56 -> 224 px of 64 channels 76 / 116 (1120); bicubic
+        128 px zooms of 3 and 32 channels 5.1 / 27, 87 / 161 (48, 512);
+        trilinear 2x upsampling of 24^3 px, 64 channels, 200 / 230 (336).
+      - losses: 2x upsampling 64 -> 128 px of 64 channels (1536), 87 / 78
+        in bench.py (a tie with the cotangent as an argument), of 128
+        channels 91 / 85 (3072).
+      - axes longer than 128 px were mixed: 3 channels 512 -> 256 px 31 /
+        29 (1152), 1024 -> 256 px 76 / 46 (3840), 16 channels 256 px zooms
+        41 / 35 (2048); but 3 channels 256 -> 512 px 14 / 44 (288).
     """
-    del out_spatial
     forward = "taps_rows" if spatial[-1] <= SEPARABLE_MATMUL_MAX_SIZE else "taps"
-    if max(spatial) > SEPARABLE_MATMUL_MAX_SIZE:
-        return Plan(forward, "expanded")
-    corners = num_corners(mode, len(spatial))
-    costly = sum(spatial) > SEPARABLE_EXPANDED_MACS_PER_CORNER * corners
-    if channels >= SEPARABLE_EXPANDED_MIN_CHANNELS and costly:
-        return Plan(forward, "expanded")
-    return Plan(forward, "matmul")
+    macs = matmul_macs(spatial, out_spatial) * channels / num_corners(mode, len(spatial))
+    short = max(spatial) <= SEPARABLE_MATMUL_MAX_SIZE
+    cheap = macs <= SEPARABLE_MATMUL_MAX_MACS_PER_CORNER
+    return Plan(forward, "matmul" if short and cheap else "expanded")
+
+
+def matmul_macs(spatial: tuple[int, ...], out_spatial: tuple[int, ...]) -> float:
+    """Multiply-adds per output element of the per-axis matmuls, the first axis last."""
+    order = contraction_order(spatial, out_spatial, spatial, last=0)
+    return _cost(spatial, out_spatial, spatial, order) / math.prod(out_spatial)
 
 
 _FORCED_SEPARABLE: contextvars.ContextVar[Plan | None] = contextvars.ContextVar(
@@ -220,13 +228,14 @@ def contraction_order(
     (``per_axis`` = taps per axis). Ties keep the lower axis first. Given
     ``last``, only the orders that resample that axis last are considered.
     """
-
-    def cost(order):
-        shape, total = list(spatial), 0
-        for i in order:
-            total += math.prod(shape) // shape[i] * out_spatial[i] * per_axis[i]
-            shape[i] = out_spatial[i]
-        return total
-
     orders = itertools.permutations(range(len(spatial)))
-    return min((o for o in orders if last is None or o[-1] == last), key=cost)
+    candidates = (o for o in orders if last is None or o[-1] == last)
+    return min(candidates, key=lambda o: _cost(spatial, out_spatial, per_axis, o))
+
+
+def _cost(spatial, out_spatial, per_axis, order) -> int:
+    shape, total = list(spatial), 0
+    for i in order:
+        total += math.prod(shape) // shape[i] * out_spatial[i] * per_axis[i]
+        shape[i] = out_spatial[i]
+    return total

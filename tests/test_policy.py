@@ -96,23 +96,31 @@ def test_unknown_forced_plan_is_an_error():
 def test_separable_plan_follows_the_measured_rules():
     plan = _policy.separable_plan
     limit = _policy.SEPARABLE_MATMUL_MAX_SIZE
-    many = _policy.SEPARABLE_EXPANDED_MIN_CHANNELS
-    per_corner = _policy.SEPARABLE_EXPANDED_MACS_PER_CORNER
+    most = _policy.SEPARABLE_MATMUL_MAX_MACS_PER_CORNER
     assert plan("bilinear", (28, 28), (300, 500), 1) == ("taps_rows", "matmul")  # mask pasting
     assert plan("bicubic", (limit, limit), (128, 128), 3) == ("taps_rows", "matmul")
+    # The value looks at the last axis only.
+    assert plan("bilinear", (limit + 1, 8), (4, 4), 1)[0] == "taps_rows"
+    assert plan("bilinear", (8, limit + 1), (4, 4), 1)[0] == "taps"
+    # The derivatives at the matmuls' multiply-adds per output point and
+    # stencil corner: 2x upsampling 64 -> 128 px costs 64 * 64 / 128 + 64 =
+    # 96 per channel, the y axis resampled last.
+    assert _policy.matmul_macs((64, 64), (128, 128)) == 96
+    assert _policy.matmul_macs((100, 100), (300, 500)) == 100 * 100 / 300 + 100
+    assert _policy.matmul_macs((24, 24, 24), (48, 48, 48)) == 24 / 4 + 24 / 2 + 24
+    assert 53 * 96 / 4 <= most < 54 * 96 / 4
+    assert plan("bilinear", (64, 64), (128, 128), 53)[1] == "matmul"
+    assert plan("bilinear", (64, 64), (128, 128), 54)[1] == "expanded"
+    # Axes longer than the matmul limit: grid_sample's derivatives.
     assert plan("bilinear", (512, 512), (256, 256), 3) == ("taps", "expanded")
-    # The value looks at the last axis only; the derivatives at every axis.
-    assert plan("bilinear", (limit + 1, 8), (4, 4), 1) == ("taps_rows", "expanded")
-    assert plan("bilinear", (8, limit + 1), (4, 4), 1) == ("taps", "expanded")
-    # Many channels and matmuls costlier than per_corner multiply-adds per corner
-    # (bilinear 4 corners, bicubic 16, trilinear 8): grid_sample's derivatives.
-    assert plan("bilinear", (64, 64), (128, 128), many) == ("taps_rows", "expanded")
-    assert plan("bilinear", (64, 64), (128, 128), many - 1) == ("taps_rows", "matmul")
-    assert plan("bilinear", (2 * per_corner, 2 * per_corner), (9, 9), 64)[1] == "matmul"
-    assert plan("bilinear", (2 * per_corner, 2 * per_corner + 1), (9, 9), 64)[1] == "expanded"
-    assert plan("bicubic", (64, 64), (64, 64), 64)[1] == "matmul"
-    assert plan("bilinear", (64, 64, 64), (9, 9, 9), 64)[1] == "matmul"
-    assert plan("bilinear", (64, 64, 65), (9, 9, 9), 64)[1] == "expanded"
+    assert plan("bilinear", (limit + 1, 8), (4, 4), 1)[1] == "expanded"
+    assert plan("bilinear", (8, limit + 1), (4, 4), 1)[1] == "expanded"
+    assert plan("bilinear", (8, limit), (4, 4), 1)[1] == "matmul"
+    # Bicubic has 16 corners: 256 * 80 / 16 = 1280.
+    assert plan("bicubic", (128, 128), (128, 128), 80)[1] == "matmul"
+    assert plan("bicubic", (128, 128), (128, 128), 81)[1] == "expanded"
+    assert plan("bilinear", (24, 24, 24), (48, 48, 48), 243)[1] == "matmul"  # 8 corners
+    assert plan("bilinear", (24, 24, 24), (48, 48, 48), 244)[1] == "expanded"
     with _policy.force_separable("matmul", "taps"):
         assert _policy.separable_plans("bilinear", (8, 8), (4, 4), 1) == tuple(
             (p, ("matmul", "taps")) for p in _policy.PLATFORMS
