@@ -270,6 +270,28 @@ def test_empty_sizes_and_size_one_axes():
     assert_close(out, np.ones((2, 3, 2, 3)), "float32", exact=True)
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize("pad", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align", [False, True])
+def test_nan_terms_are_nan_exactly_where_the_rule_says(mode, pad, align):
+    """`_with_nans` tests ``isfinite`` of the coordinates instead of each axis' `nan` term.
+
+    That holds only if the term is NaN exactly at non-finite coordinates
+    where `_weights_can_be_nan`, and nowhere otherwise.
+    """
+    from jax_gridsample import _separable
+    from jax_gridsample._grid_sample import Config
+
+    probe = jnp.array([[jnp.nan, jnp.inf, -jnp.inf, 3e38, -3e38, 1e30, 0.5, -7.0]])
+    config = Config(mode, pad, align, False, ())
+    for size in (1, 2, 5):
+        nan = _separable._axis(probe, size, config, 2).nan
+        if not _separable._weights_can_be_nan(config):
+            assert nan is None or not np.isnan(np.asarray(nan)).any(), size
+        else:
+            np.testing.assert_array_equal(np.isnan(np.asarray(nan)), ~np.isfinite(probe))
+
+
 def test_nonfinite_input_values():
     """What the docstring's Note and the README promise for NaN and inf pixels.
 
