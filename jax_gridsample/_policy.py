@@ -174,7 +174,7 @@ def separable_plan(
         channels 91 / 85 (3072).
       - axes longer than 128 px were mixed: 3 channels 512 -> 256 px 31 /
         29 (1152), 1024 -> 256 px 76 / 46 (3840), 16 channels 256 px zooms
-        41 / 35 (2048); but 3 channels 256 -> 512 px 14 / 44 (288).
+        41 / 35 (2048); but 3 channels 256 -> 512 px 21 / 48 (288).
     """
     forward = "taps_rows" if spatial[-1] <= SEPARABLE_MATMUL_MAX_SIZE else "taps"
     macs = matmul_macs(spatial, out_spatial) * channels / num_corners(mode, len(spatial))
