@@ -233,7 +233,12 @@ def contraction_order(
     return min(candidates, key=lambda o: _cost(spatial, out_spatial, per_axis, o))
 
 
-def _cost(spatial, out_spatial, per_axis, order) -> int:
+def _cost(
+    spatial: tuple[int, ...],
+    out_spatial: tuple[int, ...],
+    per_axis: tuple[int, ...],
+    order: tuple[int, ...],
+) -> int:
     shape, total = list(spatial), 0
     for i in order:
         total += math.prod(shape) // shape[i] * out_spatial[i] * per_axis[i]

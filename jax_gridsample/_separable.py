@@ -200,7 +200,7 @@ class _Axis(NamedTuple):
       weight: per tap, `(N, O)` weights, 0 where the tap is invalid (1 for
         nearest's one tap).
       nan: `(N, O)`, NaN where the coordinate is non-finite (its weights are
-        NaN), else 0; None for nearest, which has no weights.
+        NaN), else 0; None where no weight can be NaN (`_weights_can_be_nan`).
       vector: the `(N, O)` coordinates they come from.
     """
 
@@ -225,8 +225,10 @@ def _axis(v: jax.Array, size: int, config: Config, ndim: int) -> _Axis:
     # NaN weight (non-finite coordinate) makes that NaN, in the value and in
     # the derivatives. The sum of the weights is NaN exactly then, and 0 * it
     # carries the same NaNs (and derivative NaNs) as those products.
-    nan = functools.reduce(jnp.add, weights) * 0.0
     masked = [jnp.where(t.valid, w, 0.0) for t, w in zip(taps, weights, strict=True)]
+    if not _weights_can_be_nan(config):
+        return _Axis(index, masked, None, v)
+    nan = functools.reduce(jnp.add, weights) * 0.0
     return _Axis(index, masked, nan, v)
 
 
@@ -239,11 +241,11 @@ def _with_nans(out: jax.Array, axes: list[_Axis], config: Config) -> jax.Array:
     NaN output): a matmul would spread it through zero weights.
     """
     nans = [a.nan for a in axes if a.nan is not None]
-    if not nans or not _weights_can_be_nan(config):
+    if not nans:  # no weight can be NaN: nothing to put
         return out
-    # A coordinate's `nan` is then NaN exactly where the coordinate is
-    # non-finite. Testing that directly keeps the taps' arithmetic out of the
-    # passes over the output, where XLA CPU repeated it for every element.
+    # A coordinate's `nan` is NaN exactly where the coordinate is non-finite.
+    # Testing that directly keeps the taps' arithmetic out of the passes over
+    # the output, where XLA CPU repeated it for every element.
     finite = functools.reduce(
         jnp.logical_and,
         (
@@ -312,13 +314,9 @@ def _spatial_dim(config: Config, i: int) -> int:
     return (1 if config.channels_last else 2) + i
 
 
-def _matmul_pass(x: jax.Array, a: _Axis, dim: int, config: Config) -> jax.Array:
-    """Resamples axis ``dim`` of ``x`` by a batched product with the `(N, O, S)` weight matrix."""
-    return _matmul(x, a.vector, dim, config)
-
-
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _matmul(x: jax.Array, v: jax.Array, dim: int, config: Config) -> jax.Array:
+    """Resamples axis ``dim`` of ``x`` by a batched product with the `(N, O, S)` weight matrix."""
     a = _axis(v, x.shape[dim], config, x.ndim - 2)
     return _product(x, _matrix(a.positions, a.weight, x.shape[dim]), dim)
 
@@ -428,17 +426,13 @@ def _take(x: jax.Array, index: jax.Array, dim: int) -> jax.Array:
     return jax.vmap(take)(x, index)
 
 
-def _taps_pass(x: jax.Array, a: _Axis, dim: int, config: Config) -> jax.Array:
+def _taps_pass(x: jax.Array, a: _Axis, dim: int) -> jax.Array:
     """Resamples axis ``dim`` of ``x`` by gathering each tap's slices and summing them weighted."""
-    del config  # `_matmul_pass` needs it
     terms = (
         _take(x, i, dim) * _along(w, x.ndim, dim)
         for i, w in zip(a.positions, a.weight, strict=True)
     )
     return functools.reduce(jnp.add, terms)
-
-
-_PASSES = {"matmul": _matmul_pass, "taps": _taps_pass}
 
 
 def _kinds(formulation: str, ndim: int, channels_last: bool) -> tuple[str, ...]:
@@ -461,7 +455,11 @@ def _resample(x: jax.Array, axes: list[_Axis], config: Config, kinds: tuple[str,
     # coordinate tangent read whole rows (`_matmul_jvp`).
     last = 0 if set(kinds) == {"matmul"} else None
     for i in _policy.contraction_order(spatial, out_spatial, cost, last):
-        x = _PASSES[kinds[i]](x, axes[i], _spatial_dim(config, i), config)
+        dim = _spatial_dim(config, i)
+        if kinds[i] == "matmul":
+            x = _matmul(x, axes[i].vector, dim, config)
+        else:
+            x = _taps_pass(x, axes[i], dim)
     return x
 
 

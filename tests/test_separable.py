@@ -277,7 +277,8 @@ def test_nan_terms_are_nan_exactly_where_the_rule_says(mode, pad, align):
     """`_with_nans` tests ``isfinite`` of the coordinates instead of each axis' `nan` term.
 
     That holds only if the term is NaN exactly at non-finite coordinates
-    where `_weights_can_be_nan`, and nowhere otherwise.
+    where `_weights_can_be_nan`; elsewhere no term is made, so every weight
+    must be finite.
     """
     from jax_gridsample import _separable
     from jax_gridsample._grid_sample import Config
@@ -285,11 +286,12 @@ def test_nan_terms_are_nan_exactly_where_the_rule_says(mode, pad, align):
     probe = jnp.array([[jnp.nan, jnp.inf, -jnp.inf, 3e38, -3e38, 1e30, 0.5, -7.0]])
     config = Config(mode, pad, align, False, ())
     for size in (1, 2, 5):
-        nan = _separable._axis(probe, size, config, 2).nan
-        if not _separable._weights_can_be_nan(config):
-            assert nan is None or not np.isnan(np.asarray(nan)).any(), size
+        axis = _separable._axis(probe, size, config, 2)
+        if _separable._weights_can_be_nan(config):
+            np.testing.assert_array_equal(np.isnan(np.asarray(axis.nan)), ~np.isfinite(probe))
         else:
-            np.testing.assert_array_equal(np.isnan(np.asarray(nan)), ~np.isfinite(probe))
+            assert axis.nan is None
+            assert all(np.isfinite(np.asarray(w)).all() for w in axis.weight), size
 
 
 def test_nonfinite_input_values():
