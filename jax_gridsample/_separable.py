@@ -11,6 +11,8 @@ their outer product applied to the input. Its formulations:
   axis last. Its gradient w.r.t. the input is matmuls too; w.r.t. each axis
   vector, the taps' slices of that pass's input (gathers) times the
   cotangent, summed by a product with ones (`_matmul_jvp`): no scatter.
+  Where a coordinate can be non-finite, `_matmuls_with_nans` routes
+  grid_sample's NaNs through those same products and gathers.
 * ``"taps"``: one axis at a time, gather each tap's slices of the input along
   that axis and sum them weighted. Its gradient w.r.t. the input scatters.
 * ``"taps_rows"``: gathers, except a matmul for the last axis of a
@@ -238,7 +240,9 @@ def _with_nans(out: jax.Array, axes: list[_Axis], config: Config) -> jax.Array:
     There ``out`` is replaced by the outer product of the axes' NaN terms: 0
     or NaN, with the derivatives of grid_sample's invalid corners. Dropping
     ``out`` there also drops its cotangent, which may be NaN (a loss of a
-    NaN output): a matmul would spread it through zero weights.
+    NaN output): a matmul would spread it through zero weights. For matmul
+    passes along every axis, `_matmuls_with_nans` gives the same value and
+    derivatives with a cheaper gradient.
     """
     nans = [a.nan for a in axes if a.nan is not None]
     if not nans:  # no weight can be NaN: nothing to put
@@ -246,17 +250,175 @@ def _with_nans(out: jax.Array, axes: list[_Axis], config: Config) -> jax.Array:
     # A coordinate's `nan` is NaN exactly where the coordinate is non-finite.
     # Testing that directly keeps the taps' arithmetic out of the passes over
     # the output, where XLA CPU repeated it for every element.
-    finite = functools.reduce(
-        jnp.logical_and,
-        (
-            _along(jnp.isfinite(a.vector), out.ndim, _spatial_dim(config, i))
-            for i, a in enumerate(axes)
-        ),
-    )
+    finite = functools.reduce(jnp.logical_and, _finite([a.vector for a in axes], out.ndim, config))
     # NaN where non-finite, else 0: as `where(finite, out, product)`, the
     # select fed the transposed einsums and made them slow (XLA CPU fuses it
     # into the dots: mask pasting fwd+bwd 9 -> 20 ms).
     return jnp.where(finite, out, 0.0) + _outer_product(tuple(nans), finite, config)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _matmuls_with_nans(x: jax.Array, vectors: tuple[jax.Array, ...], config: Config) -> jax.Array:
+    """`_with_nans` of matmul passes along every axis; the same value and tangent.
+
+    Its tangent (`_matmuls_with_nans_jvp`) is arranged so that the gradient
+    reads the output's cotangent three times (a select, the last pass'
+    product, the last axis' gathers) instead of five.
+    """
+    ndim = len(vectors)
+    dims = [_spatial_dim(config, i) for i in range(ndim)]
+    axes = [_axis(v, x.shape[d], config, ndim) for v, d in zip(vectors, dims, strict=True)]
+    out = _resample(x, axes, config, ("matmul",) * ndim)
+    finite = functools.reduce(jnp.logical_and, _finite(vectors, out.ndim, config))
+    return jnp.where(finite, out, jnp.nan)
+
+
+@functools.partial(_matmuls_with_nans.defjvp, symbolic_zeros=True)
+def _matmuls_with_nans_jvp(config, primals, tangents):
+    """Puts each NaN term where its transpose joins a pass that the gradient makes anyway.
+
+    `_with_nans`'s tangent is the passes' tangent at finite points, NaN
+    elsewhere, plus per axis the outer product of the other axes' NaN terms
+    with the tangent of its own (0 or NaN): that carries grid_sample's NaNs
+    into the axis gradients, but transposed it is one more contraction of
+    the whole cotangent per axis. Here, with the last pass along axis ``L``:
+
+    * the other axes' products enter the last pass' product as one more
+      input slice, with the NaN term of ``L`` as its column of the weight
+      matrix: the transpose of that product, which the input gradient
+      needs, carries them;
+    * ``L``'s own is folded into the slices that its coordinate tangent
+      reads (as in `_matmul_jvp`): one gather-multiply pass over the
+      cotangent for both (`_nan_slope`);
+    * selects make the tangent NaN at non-finite points after the earlier
+      passes and after the last pass' product, so that the transpose zeroes
+      the cotangent there before a product could spread a NaN of it (a loss
+      of a NaN output) to the input gradient.
+
+    Mask pasting fwd+bwd (16x1x28x28 -> 300x500, bench.py's constant
+    cotangent; throwaway A/B, 40 interleaved rounds, fastest (median)):
+    6.5 (8.4) ms with `_with_nans`, whose two transposed einsums took 0.7 ms
+    each in a profile; 6.0 (7.6) with this; 4.9 (7.3) with `_s_first`'s
+    layout too.
+    """
+    x, vectors = primals
+    dx, dvs = tangents
+    ndim = len(vectors)
+    dims = [_spatial_dim(config, i) for i in range(ndim)]
+    sizes = [x.shape[d] for d in dims]
+    axes = [_axis(v, s, config, ndim) for v, s in zip(vectors, sizes, strict=True)]
+    *early, last = _order(x, axes, config, ("matmul",) * ndim)
+    dim, a = dims[last], axes[last]
+    live = [not isinstance(t, SymbolicZero) for t in dvs]
+
+    def passes(x, *vs):
+        for i, v in zip(early, vs, strict=True):
+            x = _matmul(x, v, dims[i], config)
+        return x
+
+    early_vs = tuple(vectors[i] for i in early)
+    if isinstance(dx, SymbolicZero) and not any(live[i] for i in early):
+        mid, dmid = passes(x, *early_vs), None
+    else:
+        ts = tuple(_instantiate(t) for t in (dx, *(dvs[i] for i in early)))
+        mid, dmid = jax.jvp(passes, (x, *early_vs), ts)
+
+    finite = _finite(vectors, x.ndim, config)
+    rest = functools.reduce(jnp.logical_and, [finite[i] for i in early])
+    everywhere = rest & finite[last]
+    out = jnp.where(everywhere, _product(mid, _matrix(a, sizes[last], False), dim, False), jnp.nan)
+    # The NaN terms' values (NaN exactly at non-finite coordinates, tested)
+    # by `isfinite`: XLA CPU fused each axis' tap arithmetic, repeated, into
+    # the passes over the output that read them.
+    nans = [jnp.where(jnp.isfinite(v), 0.0, jnp.nan).astype(x.dtype) for v in vectors]
+    nan_terms = [_nan_term(s, config, ndim) for s in sizes]
+
+    def others(i):  # the product of the earlier axes' NaN terms, but i's
+        factors = [_along(nans[j], x.ndim, dims[j]) for j in early if j != i]
+        return functools.reduce(jnp.multiply, factors, jnp.ones((), x.dtype))
+
+    tangent = jnp.where(everywhere, 0.0, jnp.nan).astype(x.dtype)
+    if dmid is not None:
+        dmid = jnp.where(rest, dmid, jnp.nan)
+        terms = [
+            others(i) * _along(_nan_tangent(vectors[i], dvs[i], nan_terms[i]), x.ndim, dims[i])
+            for i in early
+            if live[i]
+        ]
+        if terms:
+            shape = (*mid.shape[:dim], 1, *mid.shape[dim + 1 :])
+            extra = jnp.broadcast_to(functools.reduce(jnp.add, terms), shape)
+            dmid = jnp.concatenate([dmid, extra], axis=dim)
+        s_first = _s_first(dim, mid.shape, True)
+        matrix = _matrix(a, sizes[last], s_first, nans[last] if terms else None)
+        tangent = jnp.where(finite[last], _product(dmid, matrix, dim, s_first), jnp.nan)
+    if live[last]:
+        read = _read(mid, a, vectors[last], dim, config)
+        slope, keep = (_along(t, x.ndim, dim) for t in _nan_slope(vectors[last], nan_terms[last]))
+        term = jnp.where(everywhere, read, 0.0) + jnp.where(keep, slope * others(last), 0.0)
+        spread = _spread(dvs[last], out.shape, dim)
+        tangent = tangent + jnp.where(everywhere | keep, term * spread, 0.0)
+    return out, tangent
+
+
+def _instantiate(t):
+    """A tangent, with a symbolic zero made an array."""
+    if isinstance(t, SymbolicZero):
+        aval: jax.core.ShapedArray = t.aval  # type: ignore[assignment]
+        return jnp.zeros(aval.shape, aval.dtype)
+    return t
+
+
+def _nan_term(size: int, config: Config, ndim: int):
+    """`_axis`'s `nan` term as a function of the coordinates (``ndim`` spatial axes)."""
+    return lambda v: _axis(v, size, config, ndim).nan
+
+
+def _nan_tangent(v: jax.Array, dv: jax.Array, nan_term) -> jax.Array:
+    """The tangent of an axis' `nan` term along ``dv``: 0, or NaN at some non-finite coordinates."""
+    return jax.jvp(nan_term, (v,), (dv,))[1]
+
+
+def _nan_slope(v: jax.Array, nan_term) -> tuple[jax.Array, jax.Array]:
+    """How the transpose of `_nan_tangent` maps a cotangent ``c``: ``where(keep, slope * c, 0)``.
+
+    ``slope`` is 0 or NaN. Where ``keep`` is False a select in the chain
+    (`_coordinates._split` at ±inf) stops even a NaN cotangent; forward
+    mode does not show that (a NaN factor after the select multiplies its
+    zero tangent), so both come from the transpose itself. They depend only
+    on whether the coordinate is NaN, +inf, -inf or finite (0 and True;
+    `test_nan_slope_depends_only_on_the_coordinates_class`): the transpose
+    is taken of those three values, and the coordinates pick theirs by
+    comparisons. Computed per coordinate, XLA CPU repeated the arithmetic
+    for every element of the output (bicubic zoom fwd+bwd 1.4x slower).
+    """
+    specials = jnp.array([[jnp.nan, jnp.inf, -jnp.inf]], v.dtype)
+    _, transpose = jax.vjp(nan_term, specials)
+    (slopes,) = transpose(jnp.ones_like(specials))
+    (passed,) = transpose(jnp.full_like(specials, jnp.nan))
+    classes = [jnp.isnan(v), v == jnp.inf, v == -jnp.inf]
+    slope = jnp.select(classes, list(slopes[0]), jnp.zeros((), v.dtype))
+    keep = jnp.select(classes, list(jnp.isnan(passed[0])), jnp.bool_(True))
+    return slope, keep
+
+
+def _read(x: jax.Array, a: _Axis, v: jax.Array, dim: int, config: Config) -> jax.Array:
+    """The derivative of a pass along ``dim`` w.r.t. its coordinates ``v``, per output element.
+
+    The sum over taps of ``x``'s slice at the tap times the derivative of
+    the tap's (masked) weight w.r.t. the coordinate.
+    """
+    size, ndim = x.shape[dim], x.ndim - 2
+    slopes = jax.jvp(lambda v: _axis(v, size, config, ndim).weight, (v,), (jnp.ones_like(v),))[1]
+    terms = (
+        _take(x, i, dim) * _along(s, x.ndim, dim) for i, s in zip(a.positions, slopes, strict=True)
+    )
+    return functools.reduce(jnp.add, terms)
+
+
+def _finite(vectors, ndim: int, config: Config) -> list[jax.Array]:
+    """Per axis, ``isfinite`` of its coordinates, shaped to broadcast along its own axis."""
+    return [_along(jnp.isfinite(v), ndim, _spatial_dim(config, i)) for i, v in enumerate(vectors)]
 
 
 def _weights_can_be_nan(config: Config) -> bool:
@@ -316,27 +478,51 @@ def _spatial_dim(config: Config, i: int) -> int:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
 def _matmul(x: jax.Array, v: jax.Array, dim: int, config: Config) -> jax.Array:
-    """Resamples axis ``dim`` of ``x`` by a batched product with the `(N, O, S)` weight matrix."""
+    """Resamples axis ``dim`` of ``x`` by a batched product with the axis' weight matrix."""
     a = _axis(v, x.shape[dim], config, x.ndim - 2)
-    return _product(x, _matrix(a.positions, a.weight, x.shape[dim]), dim)
+    return _product(x, _matrix(a, x.shape[dim], False), dim, False)
 
 
-def _matrix(positions: list[jax.Array], weights: list[jax.Array], size: int) -> jax.Array:
-    """The `(N, O, size)` matrix whose row o holds output o's valid taps at their positions.
+def _s_first(dim: int, shape: tuple[int, ...], transposed: bool) -> bool:
+    """Whether the weight matrix of a product along ``dim`` is best laid out `(N, S, O)`.
 
-    Built by comparisons with an iota, so that its derivative (and
-    transpose) has no scatter.
+    Only for the transpose (``transposed``: a tangent, in a gradient) of a
+    product along an axis other than the last, where the matrix is the left
+    operand, and without axes before ``dim`` to broadcast it over (C = 1,
+    channels first). XLA CPU's batched dots ran fastest with the left
+    operand contracted along its last axis: mask pasting's 16x300x500
+    cotangent's product with the y weights took 2.0 ms as `(N, O, S)`, 1.2
+    as `(N, S, O)`. Elsewhere `(N, O, S)`: along the last axis `(N, S, O)`
+    sped up the masks' value product (0.57 -> 0.39 ms) but slowed down the
+    8x3x128x128 bicubic zoom's (forward 2.2 -> 2.4 ms; fwd+bwd 7.5 -> 8.3
+    with the second build of the matrix that a gradient needs); broadcast,
+    XLA fused the matrix's tap arithmetic into the broadcast.
     """
-    iota = jnp.arange(size, dtype=jnp.int32)[None, None]
+    return transposed and dim != len(shape) - 1 and math.prod(shape[1:dim]) == 1
+
+
+def _matrix(a: _Axis, size: int, s_first: bool, column: jax.Array | None = None) -> jax.Array:
+    """The axis' `(N, O, size)` weight matrix (`(N, size, O)` if ``s_first``).
+
+    Row o holds output o's valid taps at their positions. Built by
+    comparisons with an iota, so that its derivative (and transpose) has no
+    scatter. A `(N, O)` ``column`` is appended at position ``size``.
+    """
+    o, s = (-1, -2) if s_first else (-2, -1)  # the O and S axes of the layout
+    rows = size if column is None else size + 1
+    iota = jnp.expand_dims(jnp.arange(rows, dtype=jnp.int32), (0, o))
     terms = (
-        jnp.where(i[..., None] == iota, w[..., None], 0.0)
-        for i, w in zip(positions, weights, strict=True)
+        jnp.where(jnp.expand_dims(i, s) == iota, jnp.expand_dims(w, s), 0.0)
+        for i, w in zip(a.positions, a.weight, strict=True)
     )
-    return functools.reduce(jnp.add, terms)
+    matrix = functools.reduce(jnp.add, terms)
+    if column is not None:  # invalid taps (at position ``size``) have weight 0
+        matrix = jnp.where(iota == size, jnp.expand_dims(column, s), matrix)
+    return matrix
 
 
-def _product(x: jax.Array, matrix: jax.Array, dim: int) -> jax.Array:
-    """``matrix`` `(N, O, S)` applied along axis ``dim`` (of size S) of ``x``.
+def _product(x: jax.Array, matrix: jax.Array, dim: int, s_first: bool) -> jax.Array:
+    """A `_matrix` (laid out S-first or not) applied along axis ``dim`` (of size S) of ``x``.
 
     Each product keeps ``x``'s axes in order, so that neither it nor its
     transpose moves the (large) output or cotangent: along the last axis
@@ -346,17 +532,18 @@ def _product(x: jax.Array, matrix: jax.Array, dim: int) -> jax.Array:
     pasting, whose fwd+bwd went from 7.0 to 6.6 ms without it.)
     """
     hi = jax.lax.Precision.HIGHEST
+    s_axis, o_axis = (1, 2) if s_first else (2, 1)
     if dim == x.ndim - 1:
-        return jax.lax.dot_general(x, matrix, (((dim,), (2,)), ((0,), (0,))), precision=hi)
+        return jax.lax.dot_general(x, matrix, (((dim,), (s_axis,)), ((0,), (0,))), precision=hi)
     n, size = x.shape[0], x.shape[dim]
     pre, post = math.prod(x.shape[1:dim]), x.shape[dim + 1 :]
     rows = x.reshape(n, pre, size, math.prod(post))
     if pre == 1:  # a plain batched product, without broadcasting the matrix
-        y = jax.lax.dot_general(matrix, rows[:, 0], (((2,), (1,)), ((0,), (0,))), precision=hi)
+        y = jax.lax.dot_general(matrix, rows[:, 0], (((s_axis,), (1,)), ((0,), (0,))), precision=hi)
     else:
         m = jnp.broadcast_to(matrix[:, None], (n, pre, *matrix.shape[1:]))
-        y = jax.lax.dot_general(m, rows, (((3,), (2,)), ((0, 1), (0, 1))), precision=hi)
-    return y.reshape(*x.shape[:dim], matrix.shape[1], *post)
+        y = jax.lax.dot_general(m, rows, (((s_axis + 1,), (2,)), ((0, 1), (0, 1))), precision=hi)
+    return y.reshape(*x.shape[:dim], matrix.shape[o_axis], *post)
 
 
 @functools.partial(_matmul.defjvp, symbolic_zeros=True)
@@ -377,25 +564,14 @@ def _matmul_jvp(dim, config, primals, tangents):
     dx, dv = tangents
     size = x.shape[dim]
 
-    def weights(v):
-        return _axis(v, size, config, x.ndim - 2).weight
-
     a = _axis(v, size, config, x.ndim - 2)
-    matrix = _matrix(a.positions, a.weight, size)
-    out = _product(x, matrix, dim)
+    out = _product(x, _matrix(a, size, False), dim, False)
     terms = []
     if not isinstance(dx, SymbolicZero):
-        terms.append(_product(dx, matrix, dim))
+        tangent = _s_first(dim, x.shape, True)
+        terms.append(_product(dx, _matrix(a, size, tangent), dim, tangent))
     if not isinstance(dv, SymbolicZero):
-        _, slopes = jax.jvp(weights, (v,), (jnp.ones_like(v),))
-        read = functools.reduce(
-            jnp.add,
-            (
-                _take(x, i, dim) * _along(s, x.ndim, dim)
-                for i, s in zip(a.positions, slopes, strict=True)
-            ),
-        )
-        terms.append(read * _spread(dv, out.shape, dim))
+        terms.append(_read(x, a, v, dim, config) * _spread(dv, out.shape, dim))
     if not terms:
         return out, jnp.zeros_like(out)
     return out, functools.reduce(jnp.add, terms)
@@ -447,6 +623,19 @@ def _kinds(formulation: str, ndim: int, channels_last: bool) -> tuple[str, ...]:
 
 def _resample(x: jax.Array, axes: list[_Axis], config: Config, kinds: tuple[str, ...]) -> jax.Array:
     """All axes' passes over ``x``, in the cheapest order."""
+    for i in _order(x, axes, config, kinds):
+        dim = _spatial_dim(config, i)
+        if kinds[i] == "matmul":
+            x = _matmul(x, axes[i].vector, dim, config)
+        else:
+            x = _taps_pass(x, axes[i], dim)
+    return x
+
+
+def _order(
+    x: jax.Array, axes: list[_Axis], config: Config, kinds: tuple[str, ...]
+) -> tuple[int, ...]:
+    """The order of `_resample`'s passes (`_policy.contraction_order`)."""
     spatial = x.shape[1:-1] if config.channels_last else x.shape[2:]
     taps = len(axes[0].positions)
     cost = tuple(s if k == "matmul" else taps for s, k in zip(spatial, kinds, strict=True))
@@ -454,13 +643,7 @@ def _resample(x: jax.Array, axes: list[_Axis], config: Config, kinds: tuple[str,
     # All matmuls: the outermost axis last, so that the gathers of its
     # coordinate tangent read whole rows (`_matmul_jvp`).
     last = 0 if set(kinds) == {"matmul"} else None
-    for i in _policy.contraction_order(spatial, out_spatial, cost, last):
-        dim = _spatial_dim(config, i)
-        if kinds[i] == "matmul":
-            x = _matmul(x, axes[i].vector, dim, config)
-        else:
-            x = _taps_pass(x, axes[i], dim)
-    return x
+    return _policy.contraction_order(spatial, out_spatial, cost, last)
 
 
 def _expanded(x: jax.Array, vectors, config: Config) -> jax.Array:
@@ -486,7 +669,10 @@ def _formulation(x: jax.Array, vectors, config: Config, formulation: str) -> jax
     ndim = len(vectors)
     spatial = x.shape[1:-1] if config.channels_last else x.shape[2:]
     axes = [_axis(v, s, config, ndim) for v, s in zip(vectors, spatial, strict=True)]
-    out = _resample(x, axes, config, _kinds(formulation, ndim, config.channels_last))
+    kinds = _kinds(formulation, ndim, config.channels_last)
+    if set(kinds) == {"matmul"} and _weights_can_be_nan(config):
+        return _matmuls_with_nans(x, tuple(vectors), config)
+    out = _resample(x, axes, config, kinds)
     return _with_nans(out, axes, config)
 
 

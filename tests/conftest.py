@@ -101,6 +101,10 @@ QUICK_IDS = {
     ),
     "test_half_dtypes_separable": lambda i: i == "bilinear-float16",
     "test_check_grads_float64_separable": lambda i: False,
+    "test_nan_cotangent_at_nan_outputs": lambda i: (
+        i in ("4d-bilinear-zeros-ac0", "5d-bilinear-zeros-ac1")
+    ),
+    "test_matmuls_with_nans_equals_with_nans": lambda i: i == "4d-bicubic-zeros-ac0",
 }
 
 

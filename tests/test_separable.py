@@ -21,7 +21,8 @@ from jax.test_util import check_grads
 from numpy_reference import grad_input_ref, grid_sample_ref
 from pixel_grids import pixel_grid_values
 
-from jax_gridsample import _policy, grid_sample, grid_sample_separable
+from jax_gridsample import _policy, _separable, grid_sample, grid_sample_separable
+from jax_gridsample._grid_sample import Config
 
 MODES = ("bilinear", "nearest", "bicubic")
 PADDINGS = ("zeros", "border", "reflection")
@@ -280,9 +281,6 @@ def test_nan_terms_are_nan_exactly_where_the_rule_says(mode, pad, align):
     where `_weights_can_be_nan`; elsewhere no term is made, so every weight
     must be finite.
     """
-    from jax_gridsample import _separable
-    from jax_gridsample._grid_sample import Config
-
     probe = jnp.array([[jnp.nan, jnp.inf, -jnp.inf, 3e38, -3e38, 1e30, 0.5, -7.0]])
     config = Config(mode, pad, align, False, ())
     for size in (1, 2, 5):
@@ -292,6 +290,144 @@ def test_nan_terms_are_nan_exactly_where_the_rule_says(mode, pad, align):
         else:
             assert axis.nan is None
             assert all(np.isfinite(np.asarray(w)).all() for w in axis.weight), size
+
+
+@pytest.mark.parametrize("ndim,mode,pad,align", COMBOS, ids=[combo_id(*c) for c in COMBOS])
+def test_nan_cotangent_at_nan_outputs(ndim, mode, pad, align):
+    """A loss of the NaN outputs (non-finite coordinates) gives grid_sample's gradients.
+
+    Its cotangent is NaN there; the matmul derivatives must not spread it
+    through zero weights to the input gradient, nor lose it from the axis
+    gradients (`_separable._matmuls_with_nans_jvp`).
+    """
+    rng = np.random.default_rng([11, ndim, MODES.index(mode), PADDINGS.index(pad), align])
+    with x64_if("float64"):
+        for x_shape, out in SHAPES[ndim][align : align + 1]:  # both shapes over both settings
+            x = jnp.asarray(rng.standard_normal(x_shape))
+            axes = tuple(
+                jnp.asarray(a) for a in make_axes("nonfinite", rng, x_shape, out, align, "f8")
+            )
+
+            def sep(x, *axes):
+                return grid_sample_separable(x, axes, mode, pad, align)
+
+            def ref(x, *axes):
+                return grid_sample(x, expand(axes), mode, pad, align)
+
+            value, sep_vjp = jax.vjp(sep, x, *axes)
+            expected, ref_vjp = jax.vjp(ref, x, *axes)
+            assert_close(value, expected, "float64", exact=mode == "nearest")
+            ct = jnp.where(jnp.isnan(expected), jnp.nan, rng.standard_normal(value.shape))
+            if _separable._weights_can_be_nan(Config(mode, pad, align, False, ())):
+                assert np.isnan(np.asarray(ct)).any()  # the case has NaN outputs
+            for k, (a, b) in enumerate(zip(sep_vjp(ct), ref_vjp(ct), strict=True)):
+                assert_close(a, b, "float64", what=f"{x_shape}->{out} vjp {k}")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nan_slope_depends_only_on_the_coordinates_class(dtype):
+    """`_separable._nan_slope` transposes NaN, +inf and -inf only; finite values give (0, True).
+
+    Compared with the transpose of each axis' `nan` term taken at every
+    coordinate, for every configuration that has the term.
+    """
+    values = [np.nan, np.inf, -np.inf, 3e38, -3e38, 1e30, 2.0**64, 1e19, 7.0, 0.5, 0.0, -1.0]
+    with x64_if(dtype):
+        probe = jnp.asarray([values], dtype)
+        for ndim, mode, pad, align in COMBOS:
+            config = Config(mode, pad, align, False, ())
+            if not _separable._weights_can_be_nan(config):
+                continue
+            for size in (1, 2, 5, 128, 3000):
+                term = _separable._nan_term(size, config, ndim)
+                _, transpose = jax.vjp(term, probe)
+                (slope,) = transpose(jnp.ones_like(probe))
+                (passed,) = transpose(jnp.full_like(probe, jnp.nan))
+                by_class = _separable._nan_slope(probe, term)
+                what = f"{ndim}d {mode} {pad} {align} {size}"
+                np.testing.assert_array_equal(by_class[0], slope, err_msg=what)
+                np.testing.assert_array_equal(by_class[1], np.isnan(passed), err_msg=what)
+
+
+def _has_nan_terms(combo):
+    return _separable._weights_can_be_nan(Config(*combo[1:], False, ()))
+
+
+NAN_COMBOS = [c for c in COMBOS if _has_nan_terms(c)]
+
+
+@pytest.mark.parametrize("ndim,mode,pad,align", NAN_COMBOS, ids=[combo_id(*c) for c in NAN_COMBOS])
+def test_matmuls_with_nans_equals_with_nans(ndim, mode, pad, align):
+    """`_matmuls_with_nans` has the value and derivatives of `_with_nans` of the same passes.
+
+    For each argument differentiated alone, and all, forward and reverse, with
+    non-finite coordinates and a NaN cotangent at the NaN outputs. The
+    others' tangents are symbolic zeros for `_matmuls_with_nans`, and zeros
+    for `_with_nans`, as `_sample_jvp` gives both (a symbolic zero would
+    skip `_outer_product`'s NaN tangent).
+    """
+    config = Config(mode, pad, align, False, ())
+    rng = np.random.default_rng([12, ndim, MODES.index(mode), PADDINGS.index(pad), align])
+    with x64_if("float64"):
+        x_shape, out = SHAPES[ndim][0]
+        x = jnp.asarray(rng.standard_normal(x_shape))
+        vectors = [
+            jnp.asarray(a) for a in make_axes("nonfinite", rng, x_shape, out, align, "f8")[::-1]
+        ]
+
+        def fused(x, *vectors):
+            return _separable._matmuls_with_nans(x, vectors, config)
+
+        def plain(x, *vectors):
+            spatial = x.shape[2:]
+            axes = [
+                _separable._axis(v, s, config, ndim) for v, s in zip(vectors, spatial, strict=True)
+            ]
+            out = _separable._resample(x, axes, config, ("matmul",) * ndim)
+            return _separable._with_nans(out, axes, config)
+
+        args = (x, *vectors)
+        for which in [[k] for k in range(len(args))] + [list(range(len(args)))]:
+
+            def part(f, which=which):
+                def g(*parts):
+                    full = list(args)
+                    for k, p in zip(which, parts, strict=True):
+                        full[k] = p
+                    return f(*full)
+
+                return g
+
+            primals = tuple(args[k] for k in which)
+            tangents = tuple(jnp.asarray(rng.standard_normal(p.shape)) for p in primals)
+            value, t_fused = jax.jvp(part(fused), primals, tangents)
+            every = [jnp.zeros_like(a) for a in args]
+            for k, t in zip(which, tangents, strict=True):
+                every[k] = t
+            expected, t_plain = jax.jvp(plain, args, tuple(every))
+            assert_close(value, expected, "float64", what=f"value {which}")
+            assert_close(t_fused, t_plain, "float64", what=f"jvp {which}")
+            ct = jnp.where(jnp.isnan(expected), jnp.nan, rng.standard_normal(value.shape))
+            got = jax.vjp(part(fused), *primals)[1](ct)
+            want = jax.vjp(part(plain), *primals)[1](ct)
+            for k, a, b in zip(which, got, want, strict=True):
+                assert_close(a, b, "float64", what=f"vjp {k} of {which}")
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3])
+@pytest.mark.parametrize("s_first", [False, True])
+def test_product_layouts(dim, s_first):
+    """`_product` along each axis with the matrix in either layout is the dense product."""
+    rng = np.random.default_rng([13, dim, s_first])
+    with x64_if("float64"):
+        x = jnp.asarray(rng.standard_normal((2, 3, 4, 5)))
+        matrix = rng.standard_normal((2, 6, x.shape[dim]))  # (N, O, S)
+        laid_out = np.swapaxes(matrix, 1, 2) if s_first else matrix
+        got = _separable._product(x, jnp.asarray(laid_out), dim, s_first)
+        want = np.moveaxis(
+            np.einsum("nos,n...s->n...o", matrix, np.moveaxis(np.asarray(x), dim, -1)), -1, dim
+        )
+        assert_close(got, want, "float64")
 
 
 def test_nonfinite_input_values():
