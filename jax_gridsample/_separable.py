@@ -566,11 +566,13 @@ def _matmul_jvp(dim, config, primals, tangents):
     size = x.shape[dim]
 
     a = _axis(v, size, config, x.ndim - 2)
-    out = _product(x, _matrix(a, size, False), dim, False)
+    matrix = _matrix(a, size, False)
+    out = _product(x, matrix, dim, False)
     terms = []
     if not isinstance(dx, SymbolicZero):
-        tangent = _s_first(dim, x.shape, True)
-        terms.append(_product(dx, _matrix(a, size, tangent), dim, tangent))
+        s_first = _s_first(dim, x.shape, True)
+        laid_out = _matrix(a, size, True) if s_first else matrix
+        terms.append(_product(dx, laid_out, dim, s_first))
     if not isinstance(dv, SymbolicZero):
         terms.append(_read(x, a, v, dim, config) * _spread(dv, out.shape, dim))
     if not terms:
