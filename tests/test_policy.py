@@ -20,7 +20,13 @@ from jax_gridsample import _policy, grid_sample
 _, MATRIX, MATRIX_ARRAYS = load_cases("grid_sample.npz")
 # float32, N > 1 and C > 1, exact pixel positions: every mode x padding x align x rank.
 CASES = [i for i, c in enumerate(MATRIX) if c["id"].endswith("-float32-s1-pixel")]
-PLANS = list(itertools.product(_policy.FORWARDS, _policy.DERIVATIVES))
+# ("loop_channels_last", "forward") is the same program as ("loop_channels_last",
+# "loop_channels_last") (`test_the_loops_own_derivatives_are_the_loops`): not compiled twice.
+PLANS = [
+    p
+    for p in itertools.product(_policy.FORWARDS, _policy.DERIVATIVES)
+    if p != ("loop_channels_last", "forward")
+]
 
 
 @pytest.mark.parametrize("forward,derivatives", PLANS)
@@ -42,6 +48,23 @@ def test_forced_plan_matches_torch(i, channel_axis, forward, derivatives):
     assert_close(out, move(arrays["out"]), "float32", what="output", exact=exact)
     assert_close(gx, move(arrays["grad_input"]), "float32", what="grad_input")
     assert_close(gg, arrays["grad_grid"], "float32", what="grad_grid", exact=exact)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_the_loops_own_derivatives_are_the_loops(mode, channel_axis):
+    """Derivatives "forward" of the loop's value trace the loop's derivatives exactly."""
+    x = jnp.ones((2, 5, 6, 3) if channel_axis == -1 else (2, 3, 5, 6))
+    g = jnp.full((2, 4, 4, 2), 0.25)
+
+    def loss(a, b):
+        return jnp.sum(grid_sample(a, b, mode, channel_axis=channel_axis))
+
+    def traced(derivatives):
+        with _policy.force("loop_channels_last", derivatives):
+            return str(jax.make_jaxpr(jax.grad(loss, (0, 1)))(x, g))
+
+    assert traced("forward") == traced("loop_channels_last")
 
 
 def _jaxpr_text(forward, platforms, channels=3):

@@ -103,9 +103,15 @@ def sum_per_axis(grid_grad):
     return tuple(out)
 
 
-def compare(x, axes, mode, pad, align, dtype, *, channel_axis=1, what=""):
-    """Values, vjp (input and each axis) and jvp against grid_sample on the expanded grid."""
-    rng = np.random.default_rng(7)
+def comparison(mode, pad, align, *, channel_axis=1):
+    """``compare`` for these options, compiled once for all the calls with the same shapes.
+
+    Returns a function of ``(x, axes, dtype, what)``. Compiles dominate the
+    suite's time: one jitted function computes the value, the vjp (input and
+    each axis) and the jvp of both sides, and the callers reuse it for every
+    axis kind of one shape. It is made per test, because `_policy`'s forcing
+    switches act at trace time, which a cached trace would skip.
+    """
 
     def sep(x, *axes):
         return grid_sample_separable(x, axes, mode, pad, align, channel_axis=channel_axis)
@@ -113,31 +119,47 @@ def compare(x, axes, mode, pad, align, dtype, *, channel_axis=1, what=""):
     def ref(x, *axes):
         return grid_sample(x, expand(axes), mode, pad, align, channel_axis=channel_axis)
 
-    out, sep_vjp = jax.vjp(sep, x, *axes)
-    expected, ref_vjp = jax.vjp(ref, x, *axes)
-    exact = mode == "nearest"
-    assert out.dtype == expected.dtype and out.shape == expected.shape
-    assert_close(out, expected, dtype, what=f"{what} value", exact=exact)
-    ct = jnp.asarray(rng.standard_normal(out.shape), out.dtype)
-    for k, (a, b) in enumerate(zip(sep_vjp(ct), ref_vjp(ct), strict=True)):
-        assert_close(a, b, dtype, what=f"{what} vjp {k}")
-    tangents = [jnp.asarray(rng.standard_normal(a.shape), a.dtype) for a in (x, *axes)]
-    t_sep = jax.jvp(sep, (x, *axes), tuple(tangents))[1]
-    t_ref = jax.jvp(ref, (x, *axes), tuple(tangents))[1]
-    assert_close(t_sep, t_ref, dtype, what=f"{what} jvp")
+    @jax.jit
+    def both(primals, ct, tangents):
+        results = []
+        for f in (sep, ref):
+            out, vjp = jax.vjp(f, *primals)
+            results.append((out, vjp(ct), jax.jvp(f, primals, tangents)[1]))
+        return results
+
+    def check(x, axes, dtype, what=""):
+        rng = np.random.default_rng(7)
+        shape = jax.eval_shape(sep, x, *axes).shape
+        ct = jnp.asarray(rng.standard_normal(shape), x.dtype)
+        tangents = tuple(jnp.asarray(rng.standard_normal(a.shape), a.dtype) for a in (x, *axes))
+        (out, sep_vjp, t_sep), (expected, ref_vjp, t_ref) = both((x, *axes), ct, tangents)
+        assert out.dtype == expected.dtype and out.shape == expected.shape
+        assert_close(out, expected, dtype, what=f"{what} value", exact=mode == "nearest")
+        for k, (a, b) in enumerate(zip(sep_vjp, ref_vjp, strict=True)):
+            assert_close(a, b, dtype, what=f"{what} vjp {k}")
+        assert_close(t_sep, t_ref, dtype, what=f"{what} jvp")
+
+    return check
 
 
-@pytest.mark.parametrize("kind", KINDS)
+def compare(x, axes, mode, pad, align, dtype, *, channel_axis=1, what=""):
+    """Values, vjp (input and each axis) and jvp against grid_sample on the expanded grid."""
+    comparison(mode, pad, align, channel_axis=channel_axis)(x, axes, dtype, what)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("ndim,mode,pad,align", COMBOS, ids=[combo_id(*c) for c in COMBOS])
-def test_equals_grid_sample_on_expanded_grid(ndim, mode, pad, align, dtype, kind):
-    rng = np.random.default_rng([ndim, MODES.index(mode), PADDINGS.index(pad), align, len(kind)])
-    # One shape per dtype (compiles dominate the time): both shapes for every combination.
+def test_equals_grid_sample_on_expanded_grid(ndim, mode, pad, align, dtype):
+    """Every axis kind (`KINDS`) of one shape per dtype; both shapes for every combination."""
     x_shape, out = SHAPES[ndim][dtype == "float64"]
-    with x64_if(dtype):
-        x = jnp.asarray(rng.standard_normal(x_shape), dtype)
-        axes = tuple(jnp.asarray(a) for a in make_axes(kind, rng, x_shape, out, align, dtype))
-        compare(x, axes, mode, pad, align, dtype, what=f"{x_shape}->{out}")
+    check = comparison(mode, pad, align)
+    for kind in KINDS:
+        seed = [ndim, MODES.index(mode), PADDINGS.index(pad), align, len(kind)]
+        rng = np.random.default_rng(seed)
+        with x64_if(dtype):
+            x = jnp.asarray(rng.standard_normal(x_shape), dtype)
+            axes = tuple(jnp.asarray(a) for a in make_axes(kind, rng, x_shape, out, align, dtype))
+            check(x, axes, dtype, what=f"{kind} {x_shape}->{out}")
 
 
 # Every pair of the gather and matmul formulations; the fallback to grid_sample on the
@@ -153,9 +175,10 @@ def test_every_formulation_equals_grid_sample(plan, ndim, mode, pad):
     with x64_if("float64"), _policy.force_separable(*plan):
         x_shape, out = SHAPES[ndim][0]
         x = jnp.asarray(rng.standard_normal(x_shape))
+        check = comparison(mode, pad, False)
         for kind in ("box", "pixel", "nonfinite"):
             axes = tuple(jnp.asarray(a) for a in make_axes(kind, rng, x_shape, out, False, "f8"))
-            compare(x, axes, mode, pad, False, "float64", what=f"{plan} {kind}")
+            check(x, axes, "float64", what=f"{plan} {kind}")
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
