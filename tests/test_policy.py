@@ -50,12 +50,15 @@ def test_forced_plan_matches_torch(i, channel_axis, forward, derivatives):
     assert_close(gg, arrays["grad_grid"], "float32", what="grad_grid", exact=exact)
 
 
-@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize(
+    "ndim,mode", [(2, "bilinear"), (2, "nearest"), (2, "bicubic"), (3, "bilinear"), (3, "nearest")]
+)
 @pytest.mark.parametrize("channel_axis", [1, -1])
-def test_the_loops_own_derivatives_are_the_loops(mode, channel_axis):
+def test_the_loops_own_derivatives_are_the_loops(ndim, mode, channel_axis):
     """Derivatives "forward" of the loop's value trace the loop's derivatives exactly."""
-    x = jnp.ones((2, 5, 6, 3) if channel_axis == -1 else (2, 3, 5, 6))
-    g = jnp.full((2, 4, 4, 2), 0.25)
+    spatial = (5, 6, 4)[:ndim]
+    x = jnp.ones((2, *spatial, 3) if channel_axis == -1 else (2, 3, *spatial))
+    g = jnp.full((2, *(4,) * ndim, ndim), 0.25)
 
     def loss(a, b):
         return jnp.sum(grid_sample(a, b, mode, channel_axis=channel_axis))
