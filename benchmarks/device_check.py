@@ -1,7 +1,7 @@
 """One prepared run for an accelerator machine: parity on its backend, then benchmarks.
 
     PYTHONPATH=. python benchmarks/device_check.py --out DIR            # on the GPU, ~5 min
-    PYTHONPATH=. python benchmarks/device_check.py --dry-run --out DIR  # CPU, tiny sizes, < 2 min
+    PYTHONPATH=. python benchmarks/device_check.py --dry-run --out DIR  # CPU, tiny sizes, a subset
 
 Runs from the checkout (no install, no package registry needed: jax, numpy,
 pytest and chex must be there; torch and matplotlib are used when present).
@@ -23,6 +23,11 @@ Writes into DIR:
 
 Each stage stops starting new work once its share of ``--budget`` seconds is
 spent and records what it skipped, so the run ends in time with what it has.
+
+``--dry-run`` checks the script itself on any backend, at tiny sizes: the
+parity pass on a few tests, every case with the chosen plan, and every other
+variant (and bfloat16) on `DRY_RUN_CASES` only. Each variant x case is a
+program of its own to compile, and the suite tests every plan's numbers.
 """
 
 from __future__ import annotations
@@ -51,6 +56,22 @@ from jax_gridsample import __version__, _policy  # noqa: E402
 VARIANTS = [("policy", None, None)]
 VARIANTS += [(f"{f}+loop_channels_last", f, "loop_channels_last") for f in _policy.FORWARDS]
 VARIANTS += [("policy-forward+forward", None, "forward")]
+
+
+# Cases that the dry run takes through every variant: mask pasting (the
+# contended scatter-add), bicubic (16 corners), 5-D, channels-last.
+DRY_RUN_CASES = (
+    "mask-paste 16x1x28x28->300x500",
+    "bicubic 4x3x128x128 border",
+    "volume 2x4x32^3",
+    "deform-attn NHWC 16x32x32x32->100x16",
+)
+DRY_RUN_SEPARABLE_CASES = ("mask-paste 16x1x28x28->300x500",)
+
+
+def _in_dry_run(label: str, dtype: str, case: str, cases: tuple[str, ...]) -> bool:
+    """Whether a job runs in the dry run: every case with the plan chosen, the rest on ``cases``."""
+    return (label == "policy" and dtype == "float32") or case in cases
 
 
 def _tiny(spec):
@@ -116,6 +137,7 @@ def benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
         (dtype, dtype, label, name, spec, forced(forward, derivatives), bench.bench_case)
         for dtype, label, forward, derivatives in plan
         for name, spec in bench.CASES.items()
+        if not args.dry_run or _in_dry_run(label, dtype, name, DRY_RUN_CASES)
     ]
     return _run_jobs(jobs, args, torch, tdev, budget)
 
@@ -138,6 +160,7 @@ def separable_benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
         ("separable", "float32", label, name, spec, forced(plan), bench.bench_separable_case)
         for label, plan in SEPARABLE_VARIANTS
         for name, spec in bench.SEPARABLE_CASES.items()
+        if not args.dry_run or _in_dry_run(label, "float32", name, DRY_RUN_SEPARABLE_CASES)
     ]
     return _run_jobs(jobs, args, torch, tdev, budget)
 

@@ -234,11 +234,14 @@ def test_fused_and_looped_corner_sums_agree(ndim, mode, pad, align, channels_las
     g = rng.uniform(-1.3, 1.3, (5, 4, ndim)).astype(dtype)
     g[0, :4, 0] = [np.nan, np.inf, -np.inf, 1e30]  # non-finite and huge points too
     kw = dict(mode=mode, padding_mode=pad, align_corners=align, channels_last=channels_last)
+    formulations = ("loop", "fused", "fused_stored")
+
+    @jax.jit  # one compile for the three (the loop and the map stay loops in it)
+    def all_sums(x, g):
+        return [sample_one(x, g, formulation=f, **kw) for f in formulations]
+
     with x64_if(dtype):
-        sums = {
-            f: jax.jit(lambda x, g, f=f: sample_one(x, g, formulation=f, **kw))(x, g)
-            for f in ("loop", "fused", "fused_stored")
-        }
+        sums = dict(zip(formulations, all_sums(x, g), strict=True))
     for f in ("fused", "fused_stored"):
         assert sums[f].dtype == sums["loop"].dtype == dtype
         assert_close(sums[f], sums["loop"], dtype, what=f"{f} vs loop")
