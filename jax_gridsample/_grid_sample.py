@@ -255,9 +255,9 @@ def sample_batch(x: jax.Array, grid: jax.Array, config: Config) -> jax.Array:
 @sample_batch.defjvp
 def _sample_batch_jvp(config, primals, tangents):
     # This traces the value a second time (a bicubic gradient traces 34 corners,
-    # 16 of them here). A jitted value did not hit jit's cache here: jax 0.10.2 keys it
-    # on the abstract mesh, None at the first trace and an empty AbstractMesh
-    # in this rule; the trace took 1.8 s instead of 1.3 (session 13).
+    # 16 of them here). Wrapped in jax.jit, the value missed jit's trace cache:
+    # jax 0.10.2 keys it on the abstract mesh, None at the first trace and an
+    # empty AbstractMesh in this rule; the trace took 1.8 s instead of 1.3.
     out = sample_batch(*primals, config)
 
     def derivative(plan):

@@ -42,12 +42,15 @@ def test_forced_plan_matches_torch(i, channel_axis, forward, derivatives):
     )
     args = (case["mode"], case["padding_mode"], case["align_corners"])
 
-    @jax.jit  # one program for the value and both gradients (as the fixture tests)
+    # One program for the value and both gradients, as the fixture tests. A new
+    # function per test: the plan is read when it is traced and is not part of
+    # jit's cache key, so a shared jitted helper would reuse the first plan's trace.
+    @jax.jit
     def value_and_grads(x, g, ct):
         out, vjp = jax.vjp(lambda a, b: grid_sample(a, b, *args, channel_axis=channel_axis), x, g)
         return (out, *vjp(ct))
 
-    with _policy.force(forward, derivatives):  # read when traced, inside the context
+    with _policy.force(forward, derivatives):
         out, gx, gg = value_and_grads(x, g, ct)
     exact = case["mode"] == "nearest"
     assert_close(out, move(arrays["out"]), "float32", what="output", exact=exact)
