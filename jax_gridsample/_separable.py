@@ -130,6 +130,13 @@ def grid_sample_separable(
       itself. The gradient w.r.t. ``input`` never depends on input values
       and is `grid_sample`'s. Channels-last input, longer axes and the
       fallback read only the stencils' pixels, like `grid_sample`.
+      Non-finite cotangents at outputs with finite coordinates spread the
+      same way where the derivatives are matmuls: the gradient w.r.t.
+      ``input`` is then non-finite at every pixel of that output's example
+      and channel (`grid_sample`'s only at the pixels the output reads); the
+      axis gradients are non-finite where `grid_sample`'s are. In forward
+      mode there, a non-finite pixel of ``input``'s tangent makes the output's
+      tangent non-finite on its whole example and channel.
     """
     mode = _checks.check_choice("mode", mode, MODES)
     padding_mode = _checks.check_choice("padding_mode", padding_mode, PADDING_MODES)

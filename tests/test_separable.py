@@ -536,6 +536,95 @@ def test_nonfinite_input_values_without_matmuls_are_grid_samples(plan):
         assert_close(a[keep], b[keep], "float32", what=what)
 
 
+def _nonfinite_cotangent_case():
+    """Finite input and axes (as in the tests above); a cotangent of ones, +inf at one output.
+
+    The output (n=0, c=1, h=2, w=3) reads input rows 1, 2 (y = 1.825) and
+    columns 3, 4 (x = 3.85) of channel 1.
+    """
+    rng = np.random.default_rng(14)
+    x = jnp.asarray(rng.standard_normal((2, 2, 6, 6)), jnp.float32)
+    axes = (
+        jnp.asarray(np.tile(np.linspace(-0.9, 0.9, 5), (2, 1)), jnp.float32),
+        jnp.asarray(np.tile(np.linspace(-0.9, 0.0, 5), (2, 1)), jnp.float32),
+    )
+    ct = np.ones((2, 2, 5, 5), np.float32)
+    ct[0, 1, 2, 3] = np.inf
+    return x, axes, jnp.asarray(ct)
+
+
+def _gradients(fn, x, axes, ct):
+    return tuple(np.asarray(g) for g in jax.vjp(fn, x, *axes)[1](ct))
+
+
+@pytest.mark.parametrize("pad", ["zeros", "border"])
+def test_nonfinite_cotangent_and_input_tangent(pad):
+    """What the docstring's Note and the README promise for non-finite (co)tangents.
+
+    The matmul derivatives (these sizes, `_policy.separable_plan`) contract
+    the whole cotangent with weight matrices, mostly zeros: an inf there
+    makes the input gradient of its (example, channel) non-finite at every
+    pixel, where grid_sample's is non-finite only at the four pixels that
+    output reads. The axis gradients are non-finite where grid_sample's are
+    (its own x and y), and elsewhere both are grid_sample's. In forward
+    mode an inf in the input's tangent makes the output's tangent
+    non-finite on its whole (example, channel). Zeros padding takes
+    `_matmuls_with_nans`, border `_with_nans`.
+    """
+    x, axes, ct = _nonfinite_cotangent_case()
+    assert _policy.separable_plan("bilinear", (6, 6), (5, 5), 2).derivatives == "matmul"
+    got = _gradients(lambda x, *a: grid_sample_separable(x, a, padding_mode=pad), x, axes, ct)
+    expected = _gradients(lambda x, *a: grid_sample(x, expand(a), padding_mode=pad), x, axes, ct)
+
+    reads = np.zeros((6, 6), bool)
+    reads[1:3, 3:5] = True
+    np.testing.assert_array_equal(~np.isfinite(expected[0][0, 1]), reads)
+    assert not np.isfinite(got[0][0, 1]).any()
+    finite = np.ones(x.shape, bool)
+    finite[0, 1] = False
+    assert_close(got[0][finite], expected[0][finite], "float32", what="input gradient, others")
+    for what, a, b, index in (("d x", got[1], expected[1], 3), ("d y", got[2], expected[2], 2)):
+        bad = np.zeros(b.shape, bool)
+        bad[0, index] = True
+        np.testing.assert_array_equal(~np.isfinite(b), bad, err_msg=what)
+        np.testing.assert_array_equal(~np.isfinite(a), bad, err_msg=what)
+        assert_close(a[~bad], b[~bad], "float32", what=what)
+
+    # Forward mode, the same products untransposed: an inf in the input's
+    # tangent at a pixel that outputs (2..4, 2..3) read.
+    dx = np.zeros(x.shape, np.float32)
+    dx[0, 1, 2, 3] = np.inf
+    zeros = tuple(jnp.zeros_like(a) for a in axes)
+    tangents = [
+        np.asarray(jax.jvp(fn, (x, *axes), (jnp.asarray(dx), *zeros))[1])
+        for fn in (
+            lambda x, *a: grid_sample_separable(x, a, padding_mode=pad),
+            lambda x, *a: grid_sample(x, expand(a), padding_mode=pad),
+        )
+    ]
+    reads = np.zeros((5, 5), bool)
+    reads[2:, 2:4] = True
+    np.testing.assert_array_equal(~np.isfinite(tangents[1][0, 1]), reads)
+    assert not np.isfinite(tangents[0][0, 1]).any()
+    finite = np.ones(tangents[1].shape, bool)
+    finite[0, 1] = False
+    assert_close(tangents[0][finite], tangents[1][finite], "float32", what="tangent, others")
+
+
+@pytest.mark.parametrize("plan", [("taps", "taps"), ("taps", "expanded")])
+def test_nonfinite_cotangent_without_matmuls_is_grid_samples(plan):
+    """Gathers' transposes (and the fallback) send a cotangent only to its stencil's pixels."""
+    x, axes, ct = _nonfinite_cotangent_case()
+    with _policy.force_separable(*plan):
+        got = _gradients(lambda x, *a: grid_sample_separable(x, a), x, axes, ct)
+    expected = _gradients(lambda x, *a: grid_sample(x, expand(a)), x, axes, ct)
+    assert not np.isfinite(expected[0]).all()  # the case's inf reaches the input gradient
+    for what, a, b in zip(("d input", "d x", "d y"), got, expected, strict=True):
+        np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b), err_msg=what)
+        keep = np.isfinite(b)
+        assert_close(a[keep], b[keep], "float32", what=what)
+
+
 MASK_PASTE = ((16, 1, 28, 28), (300, 500))
 
 
