@@ -539,7 +539,7 @@ def test_nonfinite_input_values_without_matmuls_are_grid_samples(plan):
 def _nonfinite_cotangent_case():
     """Finite input and axes (as in the tests above); a cotangent of ones, +inf at one output.
 
-    The output (n=0, c=1, h=2, w=3) reads input rows 1, 2 (y = 1.825) and
+    The output (n=0, c=1, h=2, w=3) reads input rows 1, 2 (y = 1.15) and
     columns 3, 4 (x = 3.85) of channel 1.
     """
     rng = np.random.default_rng(14)
