@@ -457,6 +457,19 @@ def test_product_layouts(dim, s_first):
         assert_close(got, want, "float64")
 
 
+def _six_pixel_axes() -> tuple[jax.Array, jax.Array]:
+    """Two examples' x and y, 5 outputs each, on a 6x6 input.
+
+    Pixel coordinates ((g + 1) * 6 - 1) / 2. x: -0.2, 1.15, 2.5, 3.85, 5.2,
+    valid taps {0}, {1, 2}, {2, 3}, {3, 4}, {5}. y: -0.2, 0.475, 1.15, 1.825,
+    2.5, taps {0}, {0, 1}, {1, 2}, {1, 2}, {2, 3}: rows 0-3 only.
+    """
+    return (
+        jnp.asarray(np.tile(np.linspace(-0.9, 0.9, 5), (2, 1)), jnp.float32),
+        jnp.asarray(np.tile(np.linspace(-0.9, 0.0, 5), (2, 1)), jnp.float32),
+    )
+
+
 def test_nonfinite_input_values():
     """What the docstring's Note and the README promise for NaN and inf pixels.
 
@@ -473,12 +486,7 @@ def test_nonfinite_input_values():
     x[0, 0, 2, 3] = np.inf  # row 2, column 3
     x[0, 0, 4, 5] = np.nan  # row 4, column 5: no output reads it
     x = jnp.asarray(x)
-    # Pixel coordinates ((g + 1) * 6 - 1) / 2. x: -0.2, 1.15, 2.5, 3.85, 5.2, valid
-    # taps {0}, {1, 2}, {2, 3}, {3, 4}, {5}. y: -0.2, 0.475, 1.15, 1.825, 2.5, taps
-    # {0}, {0, 1}, {1, 2}, {1, 2}, {2, 3}: rows 0-3 only.
-    ax = np.tile(np.linspace(-0.9, 0.9, 5), (2, 1))
-    ay = np.tile(np.linspace(-0.9, 0.0, 5), (2, 1))
-    axes = jnp.asarray(ax, jnp.float32), jnp.asarray(ay, jnp.float32)
+    axes = _six_pixel_axes()
     assert _policy.separable_plan("bilinear", (6, 6), (5, 5), 1) == ("taps_rows", "matmul")
 
     sep = lambda x, ax, ay: grid_sample_separable(x, (ax, ay))  # noqa: E731
@@ -517,10 +525,7 @@ def test_nonfinite_input_values_without_matmuls_are_grid_samples(plan):
     x[0, 0, 2, 3] = np.inf
     x[0, 0, 4, 5] = np.nan
     x = jnp.asarray(x)
-    axes = (
-        jnp.asarray(np.tile(np.linspace(-0.9, 0.9, 5), (2, 1)), jnp.float32),
-        jnp.asarray(np.tile(np.linspace(-0.9, 0.0, 5), (2, 1)), jnp.float32),
-    )
+    axes = _six_pixel_axes()
     with _policy.force_separable(*plan):
         sep = jax.vjp(lambda x, *a: grid_sample_separable(x, a), x, *axes)
         ct = jnp.ones(sep[0].shape, jnp.float32)
@@ -544,10 +549,7 @@ def _nonfinite_cotangent_case():
     """
     rng = np.random.default_rng(14)
     x = jnp.asarray(rng.standard_normal((2, 2, 6, 6)), jnp.float32)
-    axes = (
-        jnp.asarray(np.tile(np.linspace(-0.9, 0.9, 5), (2, 1)), jnp.float32),
-        jnp.asarray(np.tile(np.linspace(-0.9, 0.0, 5), (2, 1)), jnp.float32),
-    )
+    axes = _six_pixel_axes()
     ct = np.ones((2, 2, 5, 5), np.float32)
     ct[0, 1, 2, 3] = np.inf
     return x, axes, jnp.asarray(ct)
@@ -580,9 +582,9 @@ def test_nonfinite_cotangent_and_input_tangent(pad):
     reads[1:3, 3:5] = True
     np.testing.assert_array_equal(~np.isfinite(expected[0][0, 1]), reads)
     assert not np.isfinite(got[0][0, 1]).any()
-    finite = np.ones(x.shape, bool)
-    finite[0, 1] = False
-    assert_close(got[0][finite], expected[0][finite], "float32", what="input gradient, others")
+    others = np.ones(x.shape, bool)
+    others[0, 1] = False
+    assert_close(got[0][others], expected[0][others], "float32", what="input gradient, others")
     for what, a, b, index in (("d x", got[1], expected[1], 3), ("d y", got[2], expected[2], 2)):
         bad = np.zeros(b.shape, bool)
         bad[0, index] = True
@@ -606,9 +608,9 @@ def test_nonfinite_cotangent_and_input_tangent(pad):
     reads[2:, 2:4] = True
     np.testing.assert_array_equal(~np.isfinite(tangents[1][0, 1]), reads)
     assert not np.isfinite(tangents[0][0, 1]).any()
-    finite = np.ones(tangents[1].shape, bool)
-    finite[0, 1] = False
-    assert_close(tangents[0][finite], tangents[1][finite], "float32", what="tangent, others")
+    others = np.ones(tangents[1].shape, bool)
+    others[0, 1] = False
+    assert_close(tangents[0][others], tangents[1][others], "float32", what="tangent, others")
 
 
 @pytest.mark.parametrize("plan", [("taps", "taps"), ("taps", "expanded")])
