@@ -20,19 +20,23 @@ from jax_gridsample import _policy, grid_sample
 _, MATRIX, MATRIX_ARRAYS = load_cases("grid_sample.npz")
 # float32, N > 1 and C > 1, exact pixel positions: every mode x padding x align x rank.
 CASES = [i for i, c in enumerate(MATRIX) if c["id"].endswith("-float32-s1-pixel")]
-# ("loop_channels_last", "forward") is the same program as ("loop_channels_last",
-# "loop_channels_last") (`test_the_loops_own_derivatives_are_the_loops`): not compiled twice.
-PLANS = [
-    p
-    for p in itertools.product(_policy.FORWARDS, _policy.DERIVATIVES)
-    if p != ("loop_channels_last", "forward")
+# Each forced plan's programs, each compiled once: the value depends only on the
+# forward formulation; the gradients only on the derivatives, which are the loop's
+# whatever the forward (`test_loop_derivatives_do_not_depend_on_the_forward`; and
+# ("loop_channels_last", "forward") is the loop's own,
+# `test_the_loops_own_derivatives_are_the_loops`) or the autodiff of the forward.
+LOOP = "loop_channels_last"
+PROGRAMS = [("value", f, LOOP) for f in _policy.FORWARDS] + [
+    ("gradients", f, d)
+    for f, d in itertools.product(_policy.FORWARDS, _policy.DERIVATIVES)
+    if (d == "forward" and f != LOOP) or (d == LOOP and f == "fused")
 ]
 
 
-@pytest.mark.parametrize("forward,derivatives", PLANS)
+@pytest.mark.parametrize("part,forward,derivatives", PROGRAMS, ids=["-".join(p) for p in PROGRAMS])
 @pytest.mark.parametrize("channel_axis", [1, -1])
 @pytest.mark.parametrize("i", CASES, ids=[MATRIX[i]["id"] for i in CASES])
-def test_forced_plan_matches_torch(i, channel_axis, forward, derivatives):
+def test_forced_plan_matches_torch(i, channel_axis, part, forward, derivatives):
     case, arrays = MATRIX[i], MATRIX_ARRAYS(i)
     last = channel_axis == -1
     move = (lambda a: np.moveaxis(a, 1, -1)) if last else (lambda a: a)
@@ -41,21 +45,62 @@ def test_forced_plan_matches_torch(i, channel_axis, forward, derivatives):
         for a in (move(arrays["input"]), arrays["grid"], move(arrays["cotangent"]))
     )
     args = (case["mode"], case["padding_mode"], case["align_corners"])
+    exact = case["mode"] == "nearest"
 
-    # One program for the value and both gradients, as the fixture tests. A new
-    # function per test: the plan is read when it is traced and is not part of
+    def f(a, b):
+        return grid_sample(a, b, *args, channel_axis=channel_axis)
+
+    # A new function per test: the plan is read when it is traced and is not part of
     # jit's cache key, so a shared jitted helper would reuse the first plan's trace.
     @jax.jit
-    def value_and_grads(x, g, ct):
-        out, vjp = jax.vjp(lambda a, b: grid_sample(a, b, *args, channel_axis=channel_axis), x, g)
-        return (out, *vjp(ct))
+    def run(x, g, ct):
+        return f(x, g) if part == "value" else jax.vjp(f, x, g)[1](ct)
 
     with _policy.force(forward, derivatives):
-        out, gx, gg = value_and_grads(x, g, ct)
-    exact = case["mode"] == "nearest"
-    assert_close(out, move(arrays["out"]), "float32", what="output", exact=exact)
-    assert_close(gx, move(arrays["grad_input"]), "float32", what="grad_input")
-    assert_close(gg, arrays["grad_grid"], "float32", what="grad_grid", exact=exact)
+        result = run(x, g, ct)
+    if part == "value":
+        assert_close(result, move(arrays["out"]), "float32", what="output", exact=exact)
+    else:
+        gx, gg = result
+        assert_close(gx, move(arrays["grad_input"]), "float32", what="grad_input")
+        assert_close(gg, arrays["grad_grid"], "float32", what="grad_grid", exact=exact)
+
+
+@pytest.mark.parametrize(
+    "ndim,mode", [(2, "bilinear"), (2, "nearest"), (2, "bicubic"), (3, "bilinear"), (3, "nearest")]
+)
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_loop_derivatives_do_not_depend_on_the_forward(ndim, mode, channel_axis):
+    """The gradients' program with the loop's derivatives is the same for every forward.
+
+    Compared after dead-code elimination (what XLA does to the unused value),
+    so `test_forced_plan_matches_torch` compiles it once. The autodiff of each
+    forward ("forward") differs, which shows that the comparison can tell.
+    """
+    from jax._src.interpreters import partial_eval as pe
+
+    if jax.__version_info__ < (0, 10, 2):
+        pytest.skip("checked from jax 0.10.2: 0.8.0's DCE keeps unused constants of inner jaxprs")
+    spatial = (5, 6, 4)[:ndim]
+    x = jnp.ones((2, *spatial, 3) if channel_axis == -1 else (2, 3, *spatial))
+    g = jnp.full((2, *(4,) * ndim, ndim), 0.25)
+    out = (2, *(4,) * ndim, 3) if channel_axis == -1 else (2, 3, *(4,) * ndim)
+    ct = jnp.ones(out)
+
+    def traced(forward, derivatives):
+        def gradients(a, b, c):  # a new function per trace: the plan is read when traced
+            _, vjp = jax.vjp(lambda a, b: grid_sample(a, b, mode, channel_axis=channel_axis), a, b)
+            return vjp(c)
+
+        with _policy.force(forward, derivatives):
+            closed = jax.make_jaxpr(gradients)(x, g, ct)
+        jaxpr, _ = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+        return str(jaxpr)
+
+    loop = {traced(f, LOOP) for f in _policy.FORWARDS}
+    assert len(loop) == 1
+    own = {traced(f, "forward") for f in _policy.FORWARDS}
+    assert len(own) == (2 if mode == "nearest" else 3)  # nearest: one gather, stored or not
 
 
 @pytest.mark.parametrize(
