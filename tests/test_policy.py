@@ -7,8 +7,6 @@ lowering.
 
 from __future__ import annotations
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,17 +18,17 @@ from jax_gridsample import _policy, grid_sample
 _, MATRIX, MATRIX_ARRAYS = load_cases("grid_sample.npz")
 # float32, N > 1 and C > 1, exact pixel positions: every mode x padding x align x rank.
 CASES = [i for i, c in enumerate(MATRIX) if c["id"].endswith("-float32-s1-pixel")]
-# Each forced plan's programs, each compiled once: the value depends only on the
-# forward formulation; the gradients only on the derivatives, which are the loop's
-# whatever the forward (`test_loop_derivatives_do_not_depend_on_the_forward`; and
-# ("loop_channels_last", "forward") is the loop's own,
-# `test_the_loops_own_derivatives_are_the_loops`) or the autodiff of the forward.
+# Each forced plan's programs, each compiled once: the value per forward formulation
+# (it depends on nothing else), the gradients per derivative program. The loop's
+# derivatives are one program whatever the forward
+# (`test_loop_derivatives_do_not_depend_on_the_forward`), and the autodiff of the
+# loop's forward is the loop's (`test_the_loops_own_derivatives_are_the_loops`).
 LOOP = "loop_channels_last"
-PROGRAMS = [("value", f, LOOP) for f in _policy.FORWARDS] + [
-    ("gradients", f, d)
-    for f, d in itertools.product(_policy.FORWARDS, _policy.DERIVATIVES)
-    if (d == "forward" and f != LOOP) or (d == LOOP and f == "fused")
-]
+PROGRAMS = (
+    [("value", f, LOOP) for f in _policy.FORWARDS]
+    + [("gradients", "fused", LOOP)]
+    + [("gradients", f, "forward") for f in _policy.FORWARDS if f != LOOP]
+)
 
 
 @pytest.mark.parametrize("part,forward,derivatives", PROGRAMS, ids=["-".join(p) for p in PROGRAMS])
@@ -66,10 +64,22 @@ def test_forced_plan_matches_torch(i, channel_axis, part, forward, derivatives):
         assert_close(gg, arrays["grad_grid"], "float32", what="grad_grid", exact=exact)
 
 
-@pytest.mark.parametrize(
+# The jaxpr comparisons: every mode and rank, both layouts, on a small case.
+MODES_AND_RANKS = pytest.mark.parametrize(
     "ndim,mode", [(2, "bilinear"), (2, "nearest"), (2, "bicubic"), (3, "bilinear"), (3, "nearest")]
 )
-@pytest.mark.parametrize("channel_axis", [1, -1])
+LAYOUTS = pytest.mark.parametrize("channel_axis", [1, -1])
+
+
+def _small_case(ndim: int, channel_axis: int) -> tuple[jax.Array, jax.Array]:
+    """An input of 3 channels and a grid of 4 points per axis, all at 0.25."""
+    spatial = (5, 6, 4)[:ndim]
+    x = jnp.ones((2, *spatial, 3) if channel_axis == -1 else (2, 3, *spatial))
+    return x, jnp.full((2, *(4,) * ndim, ndim), 0.25)
+
+
+@MODES_AND_RANKS
+@LAYOUTS
 def test_loop_derivatives_do_not_depend_on_the_forward(ndim, mode, channel_axis):
     """The gradients' program with the loop's derivatives is the same for every forward.
 
@@ -81,11 +91,8 @@ def test_loop_derivatives_do_not_depend_on_the_forward(ndim, mode, channel_axis)
 
     if jax.__version_info__ < (0, 10, 2):
         pytest.skip("checked from jax 0.10.2: 0.8.0's DCE keeps unused constants of inner jaxprs")
-    spatial = (5, 6, 4)[:ndim]
-    x = jnp.ones((2, *spatial, 3) if channel_axis == -1 else (2, 3, *spatial))
-    g = jnp.full((2, *(4,) * ndim, ndim), 0.25)
-    out = (2, *(4,) * ndim, 3) if channel_axis == -1 else (2, 3, *(4,) * ndim)
-    ct = jnp.ones(out)
+    x, g = _small_case(ndim, channel_axis)
+    ct = jnp.ones((2, *(4,) * ndim, 3) if channel_axis == -1 else (2, 3, *(4,) * ndim))
 
     def traced(forward, derivatives):
         def gradients(a, b, c):  # a new function per trace: the plan is read when traced
@@ -103,15 +110,11 @@ def test_loop_derivatives_do_not_depend_on_the_forward(ndim, mode, channel_axis)
     assert len(own) == (2 if mode == "nearest" else 3)  # nearest: one gather, stored or not
 
 
-@pytest.mark.parametrize(
-    "ndim,mode", [(2, "bilinear"), (2, "nearest"), (2, "bicubic"), (3, "bilinear"), (3, "nearest")]
-)
-@pytest.mark.parametrize("channel_axis", [1, -1])
+@MODES_AND_RANKS
+@LAYOUTS
 def test_the_loops_own_derivatives_are_the_loops(ndim, mode, channel_axis):
     """Derivatives "forward" of the loop's value trace the loop's derivatives exactly."""
-    spatial = (5, 6, 4)[:ndim]
-    x = jnp.ones((2, *spatial, 3) if channel_axis == -1 else (2, 3, *spatial))
-    g = jnp.full((2, *(4,) * ndim, ndim), 0.25)
+    x, g = _small_case(ndim, channel_axis)
 
     def loss(a, b):
         return jnp.sum(grid_sample(a, b, mode, channel_axis=channel_axis))
