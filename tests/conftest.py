@@ -70,12 +70,13 @@ def as_jax(a: np.ndarray, dtype: str) -> jax.Array:
     return jnp.asarray(a).astype(dtype)
 
 
-# The quick tier, `pytest -m "not slow"`, runs every public behaviour once: each
-# mode x padding x align_corners in 2-D and 3-D against the fixtures (values and
-# both gradients), every error, dtype and transformation test, the examples'
-# imports. Below, per heavily parametrised test, the ids it keeps in the quick
-# tier; its other ids are marked slow. Whole slow tests (sharding, the STN
-# training run, op-by-op runs) carry @pytest.mark.slow themselves.
+# The quick tier, `pytest -m "not slow"` (what CI runs, at the lowest and the newest
+# jax), runs every public behaviour once: each mode x padding x align_corners in
+# 2-D and 3-D against the fixtures (values and both gradients), every error, dtype
+# and transformation test, the examples, one sharded mesh, jit against op by op.
+# Below, per heavily parametrised test, the ids it keeps in the quick tier; its
+# other ids are marked slow. The device check's dry run carries @pytest.mark.slow
+# itself.
 QUICK_IDS = {
     "test_matrix": lambda i: "-float32-s1-" in i,
     "test_matrix_channels_last": lambda i: "-float32-" in i and i.endswith("-pixel"),
@@ -87,6 +88,15 @@ QUICK_IDS = {
     "test_fused_and_looped_corner_sums_agree": lambda i: "zeros-ac0" in i and "float32" in i,
     "test_many_channels_match_the_same_channels_in_parts": lambda i: i == "2-bilinear",
     "test_random_against_torch": lambda i: int(i) < 10,
+    "test_jit_equals_op_by_op": lambda i: (
+        i
+        in (
+            "4d-bicubic-reflection-ac0-float32",
+            "5d-bilinear-zeros-ac1-float64",
+            "5d-nearest-border-ac1-float64",
+        )
+    ),
+    "test_batch_sharding_on_eight_devices": lambda i: i == "Auto",
     "test_forced_plan_matches_torch": lambda i: i.startswith(
         ("4d-bilinear-zeros-ac0", "4d-bicubic-zeros-ac0")
     ),

@@ -183,7 +183,6 @@ def _value_and_grads(x, grid, ct, mode, padding, align):
     return (out, *vjp(ct))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("ndim", "mode", "padding", "align", "dtype"),
     OP_BY_OP_CASES,

@@ -229,7 +229,6 @@ def test_check_grads_float64_separable(ndim):
         check_grads(lambda *a: f(x, *a), axes, order=2, modes=("fwd", "rev"), eps=1e-5)
 
 
-@pytest.mark.slow
 def test_jvp_vjp_consistent_and_hessian_equals_expanded():
     rng = np.random.default_rng(9)
     x_shape, out = SHAPES[2][0]

@@ -15,7 +15,7 @@ import pytest
 
 SCRIPT = textwrap.dedent(
     """
-    import contextlib
+    import contextlib, sys
     import jax, jax.numpy as jnp, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
     from jax_gridsample import affine_grid, grid_sample
@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent(
     # are part of the types; jax.make_mesh's default from jax 0.12 on), the
     # latter with and without a mesh set.
     AxisType = jax.sharding.AxisType
-    for MODE in ("Auto", "Explicit", "Explicit, set_mesh"):
+    for MODE in sys.argv[1:]:
         mesh = jax.make_mesh((8,), ("batch",), axis_types=(getattr(AxisType, MODE.split(",")[0]),))
         batch = NamedSharding(mesh, P("batch"))
         context = jax.set_mesh(mesh) if "set_mesh" in MODE else contextlib.nullcontext()
@@ -78,13 +78,20 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
-def test_batch_sharding_on_eight_devices():
+# One subprocess per kind of mesh axes, so that the quick tier can take one
+# (conftest.QUICK_IDS): each takes about 50 s on the 2-core machine.
+@pytest.mark.parametrize("axis_types", ["Auto", "Explicit", "Explicit, set_mesh"])
+def test_batch_sharding_on_eight_devices(axis_types):
     env = dict(
         os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
     )
     result = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", SCRIPT, axis_types],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert f"[{axis_types}] ok" in result.stdout
     assert "ALL OK" in result.stdout
