@@ -77,6 +77,11 @@ def as_jax(a: np.ndarray, dtype: str) -> jax.Array:
 # Below, per heavily parametrised test, the ids it keeps in the quick tier; its
 # other ids are marked slow. The device check's dry run carries @pytest.mark.slow
 # itself.
+_OP_BY_OP_QUICK = (
+    "4d-bicubic-reflection-ac0-float32",
+    "5d-bilinear-zeros-ac1-float64",
+    "5d-nearest-border-ac1-float64",
+)
 QUICK_IDS = {
     "test_matrix": lambda i: "-float32-s1-" in i,
     "test_matrix_channels_last": lambda i: "-float32-" in i and i.endswith("-pixel"),
@@ -88,14 +93,7 @@ QUICK_IDS = {
     "test_fused_and_looped_corner_sums_agree": lambda i: "zeros-ac0" in i and "float32" in i,
     "test_many_channels_match_the_same_channels_in_parts": lambda i: i == "2-bilinear",
     "test_random_against_torch": lambda i: int(i) < 10,
-    "test_jit_equals_op_by_op": lambda i: (
-        i
-        in (
-            "4d-bicubic-reflection-ac0-float32",
-            "5d-bilinear-zeros-ac1-float64",
-            "5d-nearest-border-ac1-float64",
-        )
-    ),
+    "test_jit_equals_op_by_op": lambda i: i in _OP_BY_OP_QUICK,
     "test_batch_sharding_on_eight_devices": lambda i: i == "Auto",
     "test_forced_plan_matches_torch": lambda i: i.startswith(
         ("4d-bilinear-zeros-ac0", "4d-bicubic-zeros-ac0")
