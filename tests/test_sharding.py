@@ -44,35 +44,35 @@ SCRIPT = textwrap.dedent(
     # are part of the types; jax.make_mesh's default from jax 0.12 on), the
     # latter with and without a mesh set.
     AxisType = jax.sharding.AxisType
-    for MODE in sys.argv[1:]:
-        mesh = jax.make_mesh((8,), ("batch",), axis_types=(getattr(AxisType, MODE.split(",")[0]),))
-        batch = NamedSharding(mesh, P("batch"))
-        context = jax.set_mesh(mesh) if "set_mesh" in MODE else contextlib.nullcontext()
-        with context:
-            for ndim, mode in ((2, "bicubic"), (3, "bilinear")):
-                x = rng.standard_normal((16, 3) + (6, 7, 8)[-ndim:]).astype(np.float32)
-                g = rng.uniform(-1.2, 1.2, (16,) + (4, 5, 3)[-ndim:] + (ndim,)).astype(np.float32)
-                for pad in ("zeros", "reflection"):
-                    fwd = jax.jit(lambda x, g: grid_sample(x, g, mode, pad, False))
-                    check(f"{ndim + 2}-D {mode} {pad} forward", fwd, x, g)
-                    def loss(x, g):
-                        return (grid_sample(x, g, mode, pad, False) ** 2).sum() / 2
-                    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
-                    # The loss sums over the batch; its gradient per example stays local.
-                    check(f"{ndim + 2}-D {mode} {pad} gradients", grad, x, g)
-                xl = np.moveaxis(x, 1, -1).copy()
-                check(f"{ndim + 2}-D channels-last", jax.jit(
-                    lambda x, g: grid_sample(x, g, channel_axis=-1)), xl, g)
+    MODE = sys.argv[1]  # the mesh axis types, the test's parameter
+    mesh = jax.make_mesh((8,), ("batch",), axis_types=(getattr(AxisType, MODE.split(",")[0]),))
+    batch = NamedSharding(mesh, P("batch"))
+    context = jax.set_mesh(mesh) if "set_mesh" in MODE else contextlib.nullcontext()
+    with context:
+        for ndim, mode in ((2, "bicubic"), (3, "bilinear")):
+            x = rng.standard_normal((16, 3) + (6, 7, 8)[-ndim:]).astype(np.float32)
+            g = rng.uniform(-1.2, 1.2, (16,) + (4, 5, 3)[-ndim:] + (ndim,)).astype(np.float32)
+            for pad in ("zeros", "reflection"):
+                fwd = jax.jit(lambda x, g: grid_sample(x, g, mode, pad, False))
+                check(f"{ndim + 2}-D {mode} {pad} forward", fwd, x, g)
+                def loss(x, g):
+                    return (grid_sample(x, g, mode, pad, False) ** 2).sum() / 2
+                grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+                # The loss sums over the batch; its gradient per example stays local.
+                check(f"{ndim + 2}-D {mode} {pad} gradients", grad, x, g)
+            xl = np.moveaxis(x, 1, -1).copy()
+            check(f"{ndim + 2}-D channels-last", jax.jit(
+                lambda x, g: grid_sample(x, g, channel_axis=-1)), xl, g)
 
-            # C >= 2K: the forward stores each point's offsets and weights first.
-            x = rng.standard_normal((16, 8, 6, 7)).astype(np.float32)
-            g = rng.uniform(-1.2, 1.2, (16, 4, 5, 2)).astype(np.float32)
-            check("4-D bilinear, 8 channels", jax.jit(lambda x, g: grid_sample(x, g)), x, g)
-            check("4-D bilinear, 8 channels, channels-last", jax.jit(
-                lambda x, g: grid_sample(x, g, channel_axis=-1)), np.moveaxis(x, 1, -1).copy(), g)
+        # C >= 2K: the forward stores each point's offsets and weights first.
+        x = rng.standard_normal((16, 8, 6, 7)).astype(np.float32)
+        g = rng.uniform(-1.2, 1.2, (16, 4, 5, 2)).astype(np.float32)
+        check("4-D bilinear, 8 channels", jax.jit(lambda x, g: grid_sample(x, g)), x, g)
+        check("4-D bilinear, 8 channels, channels-last", jax.jit(
+            lambda x, g: grid_sample(x, g, channel_axis=-1)), np.moveaxis(x, 1, -1).copy(), g)
 
-            theta = rng.standard_normal((16, 2, 3)).astype(np.float32)
-            check("affine_grid", jax.jit(lambda t: affine_grid(t, (16, 3, 9, 11))), theta)
+        theta = rng.standard_normal((16, 2, 3)).astype(np.float32)
+        check("affine_grid", jax.jit(lambda t: affine_grid(t, (16, 3, 9, 11))), theta)
     print("ALL OK")
     """
 )
@@ -93,5 +93,4 @@ def test_batch_sharding_on_eight_devices(axis_types):
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"[{axis_types}] ok" in result.stdout
     assert "ALL OK" in result.stdout
