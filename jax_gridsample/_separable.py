@@ -12,7 +12,9 @@ their outer product applied to the input. Its formulations:
   vector, the taps' slices of that pass's input (gathers) times the
   cotangent, summed by a product with ones (`_matmul_jvp`): no scatter.
   Where a coordinate can be non-finite, `_matmuls_with_nans` routes
-  grid_sample's NaNs through those same products and gathers.
+  grid_sample's NaNs through those same products and gathers. With zeros
+  padding on wide outputs, `_windowed` computes them on the columns that
+  the x taps reach, where those fit in half of them.
 * ``"taps"``: one axis at a time, gather each tap's slices of the input along
   that axis and sum them weighted. Its gradient w.r.t. the input scatters.
 * ``"taps_rows"``: gathers, except a matmul for the last axis of a
@@ -134,9 +136,17 @@ def grid_sample_separable(
       same way where the derivatives are matmuls: the gradient w.r.t.
       ``input`` is then non-finite at every pixel of that output's example
       and channel (`grid_sample`'s only at the pixels the output reads); the
-      axis gradients are non-finite where `grid_sample`'s are. In forward
-      mode there, a non-finite pixel of ``input``'s tangent makes the output's
-      tangent non-finite on its whole example and channel.
+      axis gradients are non-finite where `grid_sample`'s are. Except with
+      zeros padding on outputs at least 256 wide (``W_out``), when the
+      columns that each example's x taps reach fit in ``W_out // 2``
+      consecutive ones and the input and coordinates are finite: the
+      derivatives then read only those columns, and a non-finite cotangent
+      at an output that no x tap reaches is not read (the input gradient is
+      `grid_sample`'s; the axis gradients are 0 there, `grid_sample`'s and
+      torch's NaN). In forward
+      mode, where the derivatives are matmuls, a non-finite pixel of
+      ``input``'s tangent makes the output's tangent non-finite on its whole
+      example and channel (on the window's columns, where it is used).
     """
     mode = _checks.check_choice("mode", mode, MODES)
     padding_mode = _checks.check_choice("padding_mode", padding_mode, PADDING_MODES)
@@ -580,7 +590,10 @@ def _matmul_jvp(dim, config, primals, tangents):
         s_first = _s_first(dim, x.shape, True)
         laid_out = _matrix(a, size, True) if s_first else matrix
         terms.append(_product(dx, laid_out, dim, s_first))
-    if not isinstance(dv, SymbolicZero):
+    # Nearest's weights have zero slopes (SPEC decision 2): no term. It made
+    # the tangent NaN at a NaN x coordinate for some inputs (forward mode;
+    # `test_windowed_derivatives_equal_every_column`, nearest).
+    if not isinstance(dv, SymbolicZero) and config.mode != "nearest":
         terms.append(_read(x, a, v, dim, config) * _spread(dv, out.shape, dim))
     if not terms:
         return out, jnp.zeros_like(out)
@@ -704,6 +717,74 @@ def _sample_jvp(config, primals, tangents):
         def tangent(x, vectors, dx, dvectors):
             return jax.jvp(f, (x, vectors), (dx, dvectors))[1]
 
-        return tangent
+        width = _window_width(config, plan, out.shape)
+        return functools.partial(_windowed, tangent, width, config) if width else tangent
 
     return out, per_platform(derivative, config.plans, *primals, *tangents)
+
+
+def _window_width(config: Config, plan: _policy.Plan, out_shape: tuple[int, ...]) -> int:
+    """The width of `_windowed`'s window for these derivatives; 0 for none.
+
+    Half the output's last spatial axis, with zeros padding and matmul
+    derivatives (whose passes read the whole cotangent) on outputs at least
+    `_WINDOW_MIN_WIDTH` wide: a choice, not a measurement (it was timed on
+    500 columns, mask pasting and the seed's paste), that keeps the
+    conditional away from small outputs.
+    """
+    width = out_shape[_spatial_dim(config, len(out_shape) - 3)]
+    if config.padding_mode != "zeros" or plan.derivatives != "matmul":
+        return 0
+    return width // 2 if width >= _WINDOW_MIN_WIDTH else 0
+
+
+_WINDOW_MIN_WIDTH = 256
+
+
+def _windowed(tangent, width: int, config: Config, x, vectors, dx, dvectors) -> jax.Array:
+    """``tangent`` over a window of ``width`` output columns per example, where that is exact.
+
+    With zeros padding, an output column (index along the last spatial
+    axis) whose taps all fall outside the input adds nothing to the
+    derivatives: grid_sample skips invalid corners whatever the cotangent.
+    When every example's columns that some tap reaches fit in ``width``
+    consecutive ones, and the coordinates and input are finite (whose
+    non-finite values `_formulation` spreads through the matmuls), the
+    tangent is computed on that window and placed into zeros: its transpose
+    reads the window of the cotangent (a gather), so that the gradient's
+    passes over the cotangent read ``width`` of its columns. Else ``tangent``
+    on every column. Mask pasting (boxes 21-237 of 500 columns wide) fwd+bwd
+    in benchmarks/README.md, session 17. Both branches are rematerialised
+    (`jax.checkpoint`), so that a gradient keeps the conditional's operands
+    from the forward pass, not each branch's intermediates (the untaken
+    one's filled with zeros); the mask-pasting gradient took the same time
+    either way (3.35 and 3.40 ms medians, 60 interleaved calls).
+    """
+    dim = _spatial_dim(config, len(vectors) - 1)
+    v, size, n_out = vectors[-1], x.shape[dim], vectors[-1].shape[1]
+    reached = functools.reduce(
+        jnp.logical_or, (p < size for p in _axis(v, size, config, len(vectors)).positions)
+    )
+    first = jnp.argmax(reached, axis=1)
+    span = n_out - jnp.argmax(reached[:, ::-1], axis=1) - first
+    span = jnp.where(jnp.any(reached, axis=1), span, 0)
+    start = jnp.minimum(first, n_out - width)
+    fits = functools.reduce(
+        jnp.logical_and, (jnp.all(jnp.isfinite(a)) for a in (x, *vectors)), jnp.all(span <= width)
+    )
+
+    def crop(u):  # (N, O) -> (N, width), by a loop: as a gather, its transpose scatters
+        return jax.lax.map(lambda a: jax.lax.dynamic_slice_in_dim(a[0], a[1], width), (u, start))
+
+    def place(tn, s):  # vmapped, a scatter here and a gather in the gradient
+        zeros = jnp.zeros((*tn.shape[: dim - 1], n_out, *tn.shape[dim:]), tn.dtype)
+        return jax.lax.dynamic_update_slice_in_dim(zeros, tn, s, dim - 1)
+
+    def windowed(x, vectors, dx, dvectors):
+        cropped = (*vectors[:-1], crop(vectors[-1]))
+        t = tangent(x, cropped, dx, (*dvectors[:-1], crop(dvectors[-1])))
+        return jax.vmap(place)(t, start)
+
+    return jax.lax.cond(
+        fits, jax.checkpoint(windowed), jax.checkpoint(tangent), x, vectors, dx, dvectors
+    )

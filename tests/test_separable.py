@@ -7,6 +7,7 @@ subset against torch directly (test_parity_fixtures.py).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -755,3 +756,157 @@ def test_matches_numpy_reference(combo, dtype, seed):
         )
         (gx,) = vjp(jnp.asarray(ct))
     assert_close(gx, grad_input_ref(shape, taps, ct), dtype, what="input gradient")
+
+
+WINDOW_CASES = [(2, "bilinear"), (2, "nearest"), (2, "bicubic"), (3, "bilinear")]
+
+
+def _window_case(ndim, variant):
+    """Zeros padding, 256 output columns: `_separable._windowed`'s window is 128 of them.
+
+    Example 0 pastes a box 60 columns wide (200 for ``"wide"``, more than the
+    window), example 1 one at the right edge (its window starts at column
+    128), example 2 lies outside the input (no column reached). ``"nan"``
+    puts a NaN x coordinate and ``"inf_input"`` an infinite pixel in
+    example 2, where nothing reads it.
+    """
+    rng = np.random.default_rng(21)
+    shape = (3, 2, 5, 7) if ndim == 2 else (3, 2, 3, 4, 5)
+    out = (4, 256) if ndim == 2 else (2, 3, 256)
+    x = rng.standard_normal(shape)
+    cols = np.arange(256) + 0.5
+    x_axis = np.stack(
+        [(cols - 30) / (200 if variant == "wide" else 60), (cols - 230) / 60, 2 + cols / 256]
+    )
+    x_axis[:2] = x_axis[:2] * 2 - 1
+    if variant == "nan":
+        x_axis[2, 5] = np.nan
+    if variant == "inf_input":
+        x[2, 1, 1, 1] = np.inf
+    others = [rng.uniform(-1.3, 1.3, (3, o)) for o in reversed(out[:-1])]
+    ct = rng.standard_normal(shape[:2] + out)
+    return jnp.asarray(x), tuple(jnp.asarray(a) for a in (x_axis, *others)), jnp.asarray(ct)
+
+
+@pytest.mark.parametrize("ndim,mode", WINDOW_CASES)
+def test_windowed_derivatives_equal_every_column(ndim, mode, monkeypatch):
+    """Derivatives over the reached columns' window, and the fallback to every column.
+
+    Values, gradients, a tangent and a Hessian-vector product against
+    `grid_sample` on the expanded grid (finite inputs) and against the same
+    function with the window off (any case), float64. A NaN coordinate, an
+    infinite pixel or a box wider than the window take every column. (The
+    tangent w.r.t. the axes at a NaN x coordinate, nearest, was NaN in
+    the y pass before `_matmul_jvp` skipped nearest's zero slopes.)
+    """
+
+    def fn(x, *axes):
+        return grid_sample_separable(x, axes, mode)
+
+    def expanded(x, *axes):
+        return grid_sample(x, expand(axes), mode)
+
+    def results(f, x, axes, ct):
+        def loss(x, *axes):
+            return jnp.sum(f(x, *axes) * ct)
+
+        hvp = jax.jvp(jax.grad(loss, tuple(range(1 + len(axes)))), (x, *axes), (x, *axes))[1]
+        tangent = jax.jvp(f, (x, *axes), (x, *axes))[1]
+        return (f(x, *axes), *jax.vjp(f, x, *axes)[1](ct), tangent, *hvp)
+
+    with jax.enable_x64(True):
+        config = Config(mode, "zeros", False, False, ())
+        plan = _policy.separable_plan(mode, (7,) if ndim == 2 else (5,), (256,), 2)
+        assert plan.derivatives == "matmul"
+        assert _separable._window_width(config, plan, (3, 2) + (1,) * (ndim - 1) + (256,)) == 128
+        windowed = jax.jit(functools.partial(results, fn))
+        every = jax.jit(functools.partial(results, fn))
+        reference = jax.jit(functools.partial(results, expanded))
+        x, axes, ct = _window_case(ndim, "fits")
+        assert "cond[" in str(jax.make_jaxpr(windowed)(x, axes, ct))
+        with monkeypatch.context() as m:
+            m.setattr(_separable, "_WINDOW_MIN_WIDTH", 10**9)
+            jax.clear_caches()
+            assert "cond[" not in str(jax.make_jaxpr(every)(x, axes, ct))
+        for variant in ("fits", "wide", "nan", "inf_input"):
+            x, axes, ct = _window_case(ndim, variant)
+            got = windowed(x, axes, ct)
+            with monkeypatch.context() as m:
+                m.setattr(_separable, "_WINDOW_MIN_WIDTH", 10**9)
+                jax.clear_caches()  # `_separable`'s jit would reuse the windowed trace
+                off = every(x, axes, ct)
+            jax.clear_caches()
+            for k, (a, b) in enumerate(zip(got, off, strict=True)):
+                assert_close(a, b, "float64", what=f"{variant} {k} (window off)")
+            # Non-finite pixels: the docstring's Note; second derivatives at
+            # non-finite coordinates are not grid_sample's.
+            compared = {"fits": 8, "wide": 8, "nan": 5, "inf_input": 0}[variant]
+            expected = reference(x, axes, ct)
+            for k, (a, b) in enumerate(zip(got[:compared], expected, strict=False)):
+                assert_close(a, b, "float64", what=f"{variant} {k} (grid_sample)")
+
+
+def _vjp(f, x, axes, ct):
+    return jax.jit(lambda x, axes, ct: jax.vjp(f, x, *axes)[1](ct))(x, axes, ct)
+
+
+@pytest.mark.parametrize("ndim,mode", WINDOW_CASES[::3])
+def test_windowed_derivatives_skip_cotangents_that_no_tap_reaches(ndim, mode):
+    """An infinite cotangent at an output that no x tap reaches (the docstring's Note).
+
+    Over the window the cotangent is not read: the input gradient is
+    grid_sample's (finite) and the axis gradients are 0 at that output's
+    column and row, where grid_sample's (and torch's) are NaN. Over every
+    column (here: a box wider than the window) it spreads over the input
+    gradient of its example and channel, and the axis gradients are
+    grid_sample's. In forward mode an infinite pixel of the input's tangent
+    makes the output's tangent non-finite on the window's 128 columns of its
+    example and channel (on all 256 over every column).
+    """
+    with jax.enable_x64(True):
+        for variant in ("fits", "wide"):
+            x, axes, ct = _window_case(ndim, variant)
+            dx = jnp.zeros_like(x).at[(0, 1, *(1,) * ndim)].set(jnp.inf)
+            zero_axes = tuple(jnp.zeros_like(a) for a in axes)
+            tangent = jax.jvp(
+                lambda x, a: grid_sample_separable(x, a, mode), (x, axes), (dx, zero_axes)
+            )[1]
+            bad = ~np.isfinite(np.asarray(tangent))
+            columns = bad[0, 1].reshape(-1, 256)
+            assert (columns == columns[:1]).all() and bad.sum() == columns.sum()
+            window = np.flatnonzero(columns[0])
+            assert len(window) == (128 if variant == "fits" else 256)
+            assert window[-1] - window[0] == len(window) - 1
+            ct = ct.at[(2, 1, *(0,) * (ndim - 1), 200)].set(jnp.inf)
+            got = _vjp(lambda x, *a: grid_sample_separable(x, a, mode), x, axes, ct)
+            expected = _vjp(lambda x, *a: grid_sample(x, expand(a), mode), x, axes, ct)
+            assert np.isfinite(expected[0]).all()
+            if variant == "fits":
+                assert_close(got[0], expected[0], "float64", what="input gradient")
+            else:
+                assert not np.isfinite(got[0][2, 1]).any()
+                assert_close(got[0][:2], expected[0][:2], "float64", what="input gradient")
+            for k, index in ((1, 200), *((k, 0) for k in range(2, ndim + 1))):
+                nan = np.zeros(expected[k].shape, bool)
+                nan[2, index] = True
+                np.testing.assert_array_equal(np.isnan(expected[k]), nan)
+                if variant == "fits":
+                    assert got[k][2, index] == 0
+                    assert_close(got[k][~nan], expected[k][~nan], "float64", what=f"{k}")
+                else:
+                    assert_close(got[k], expected[k], "float64", what=f"{k}")
+
+
+def test_windowed_derivatives_under_vmap():
+    """vmap over a window case and a fallback case (a batched `lax.cond`) equals the loop."""
+    with jax.enable_x64(True):
+        cases = [_window_case(2, variant) for variant in ("fits", "wide")]
+
+        def grads(x, axes, ct):
+            return jax.vjp(lambda x, *a: grid_sample_separable(x, a), x, *axes)[1](ct)
+
+        stacked = jax.tree.map(lambda *a: jnp.stack(a), *cases)
+        batched = jax.jit(jax.vmap(grads))(*stacked)
+        for i, case in enumerate(cases):
+            for k, (a, b) in enumerate(zip(batched, jax.jit(grads)(*case), strict=True)):
+                assert_close(a[i], b, "float64", what=f"case {i}, gradient {k}")
