@@ -773,8 +773,11 @@ def _windowed(tangent, width: int, config: Config, x, vectors, dx, dvectors) -> 
         jnp.logical_and, (jnp.all(jnp.isfinite(a)) for a in (x, *vectors)), jnp.all(span <= width)
     )
 
-    def crop(u):  # (N, O) -> (N, width), by a loop: as a gather, its transpose scatters
-        return jax.lax.map(lambda a: jax.lax.dynamic_slice_in_dim(a[0], a[1], width), (u, start))
+    def crop(u):  # (N, O) -> (N, width): as a gather (vmap), its transpose scatters
+        # One slice per example, unrolled: jax 0.8.0 could not transpose the
+        # `lax.map` of these slices inside the conditional.
+        slices = [jax.lax.dynamic_slice_in_dim(u[n], start[n], width) for n in range(len(u))]
+        return jnp.stack(slices)
 
     def place(tn, s):  # vmapped, a scatter here and a gather in the gradient
         zeros = jnp.zeros((*tn.shape[: dim - 1], n_out, *tn.shape[dim:]), tn.dtype)
