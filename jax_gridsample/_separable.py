@@ -143,10 +143,10 @@ def grid_sample_separable(
       derivatives then read only those columns, and a non-finite cotangent
       at an output that no x tap reaches is not read (the input gradient is
       `grid_sample`'s; the axis gradients are 0 there, `grid_sample`'s and
-      torch's NaN). In forward
-      mode, where the derivatives are matmuls, a non-finite pixel of
-      ``input``'s tangent makes the output's tangent non-finite on its whole
-      example and channel (on the window's columns, where it is used).
+      torch's NaN). In forward mode, where the derivatives are matmuls, a
+      non-finite pixel of ``input``'s tangent makes the output's tangent
+      non-finite on its whole example and channel (on the window's columns,
+      where it is used).
     """
     mode = _checks.check_choice("mode", mode, MODES)
     padding_mode = _checks.check_choice("padding_mode", padding_mode, PADDING_MODES)
@@ -732,10 +732,10 @@ def _window_width(config: Config, plan: _policy.Plan, out_shape: tuple[int, ...]
     500 columns, mask pasting and the seed's paste), that keeps the
     conditional away from small outputs.
     """
-    width = out_shape[_spatial_dim(config, len(out_shape) - 3)]
+    columns = out_shape[_spatial_dim(config, len(out_shape) - 3)]
     if config.padding_mode != "zeros" or plan.derivatives != "matmul":
         return 0
-    return width // 2 if width >= _WINDOW_MIN_WIDTH else 0
+    return columns // 2 if columns >= _WINDOW_MIN_WIDTH else 0
 
 
 _WINDOW_MIN_WIDTH = 256
