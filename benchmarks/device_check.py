@@ -13,12 +13,11 @@ Writes into DIR:
   affine_grid fixtures, every formulation forced); and the benchmark rows:
   every case of `bench.py` against torch (CUDA when JAX runs on a GPU), in
   float32 with each formulation of `_policy` side by side (the plan chosen,
-  then each forward formulation forced, then derivatives from the forward
-  formulation), and in bfloat16 with the chosen plan. Mask pasting's
+  then each value formulation forced), and in bfloat16 with the chosen plan. Mask pasting's
   fwd+bwd is the contended scatter-add case. Before those, ``separable``:
   `bench.py`'s separable cases (grid_sample_separable against grid_sample
   and torch on the expanded grid), float32, the plan chosen and four
-  plans of `_policy.SEPARABLE` forced.
+  other plans forced.
 * ``parity.txt``: pytest's output; ``bench_float32.png``, ``bench_bfloat16.png``.
 
 Each stage stops starting new work once its share of ``--budget`` seconds is
@@ -54,8 +53,7 @@ from jax_gridsample import __version__, _policy  # noqa: E402
 
 # (label, forward formulation, derivatives formulation); None keeps the policy's.
 VARIANTS = [("policy", None, None)]
-VARIANTS += [(f"{f}+loop_channels_last", f, "loop_channels_last") for f in _policy.FORWARDS]
-VARIANTS += [("policy-forward+forward", None, "forward")]
+VARIANTS += [(f"{f}+loop", f, "loop") for f in _policy.FORWARDS]
 
 
 # Cases that the dry run takes through every variant: mask pasting (the
@@ -84,9 +82,7 @@ def _tiny(spec):
 def _chosen_plan(name: str, spec) -> list[str]:
     """The policy's plan for a `bench.CASES` entry on the default backend."""
     shape, out, mode = spec[0], spec[1], spec[2]
-    backend = {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())
-    plans = dict(_policy.plans(mode, len(out), shape[1], "NHWC" in name))
-    return list(plans.get(backend, plans["cpu"]))
+    return list(_policy.grid_sample_plan(mode, len(out), shape[1], "NHWC" in name))
 
 
 def parity(out_dir: pathlib.Path, dry_run: bool, budget: float) -> dict:
@@ -95,14 +91,14 @@ def parity(out_dir: pathlib.Path, dry_run: bool, budget: float) -> dict:
     cmd += ["tests/test_parity_fixtures.py", "tests/test_policy.py", "tests/test_spec_cases.py"]
     # Each test compiles its own program: the subset fits the budget on one
     # process. Every mode x padding x align_corners x rank, float32 on exact
-    # pixel positions (fixture matrix and issue 14's), half types, affine_grid
+    # pixel positions (fixture matrix and pixel grids), half types, affine_grid
     # (a TF32 matmul would miss its 1e-5 tolerance), every formulation forced.
     subset = (
-        "(test_matrix and s1-pixel) or exact_pixel or half_dtypes or affine"
-        " or forced_plan or reflected_half_pixel"
+        "(test_matrix and s1) or exact_pixel or half_dtypes or affine"
+        " or every_formulation or reflected_half_pixel"
     )
     if dry_run:
-        subset = "bilinear-zeros-ac0 or affine or reflected_half_pixel"
+        subset = "(test_matrix and 4d-bilinear-float32-s1) or affine or reflected_half_pixel"
     cmd += ["-k", subset]
     start = time.perf_counter()
     try:
@@ -128,7 +124,8 @@ def benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
     def forced(forward, derivatives):
         def context(name, spec):
             chosen = _chosen_plan(name, spec)
-            return _policy.force(forward or chosen[0], derivatives or chosen[1])
+            plan = _policy.Plan(forward or chosen[0], derivatives or chosen[1])
+            return _forced("grid_sample_plan", plan)
 
         return context
 
@@ -143,9 +140,21 @@ def benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
 
 
 SEPARABLE_VARIANTS = [("policy", None)] + [
-    (f"{f}+{d}", (f, d))
-    for f, d in (("taps", "taps"), ("taps", "matmul"), ("matmul", "matmul"), ("taps", "expanded"))
+    (f"{f}+{d}", _policy.Plan(f, d))
+    for f, d in (("taps", "matmul"), ("taps_rows", "matmul"), ("taps", "expanded"))
+    + (("expanded", "expanded"),)
 ]
+
+
+@contextlib.contextmanager
+def _forced(name: str, plan):
+    """Makes `_policy`'s function ``name`` return ``plan`` (the plan is part of jit's key)."""
+    chosen = getattr(_policy, name)
+    setattr(_policy, name, lambda *args, **kwargs: plan)
+    try:
+        yield
+    finally:
+        setattr(_policy, name, chosen)
 
 
 def separable_benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
@@ -153,7 +162,7 @@ def separable_benchmarks(args, torch, tdev, budget: float) -> tuple[list, list]:
 
     def forced(plan):
         return lambda name, spec: (
-            _policy.force_separable(*plan) if plan else contextlib.nullcontext()
+            _forced("separable_plan", plan) if plan else contextlib.nullcontext()
         )
 
     jobs = [

@@ -1,4 +1,4 @@
-"""`affine_grid`: torch.nn.functional.affine_grid in JAX (SPEC §11)."""
+"""`affine_grid`: torch.nn.functional.affine_grid in JAX."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Grid coordinates: unnormalisation and padding (SPEC §3).
+"""Grid coordinates: unnormalisation and padding (docs/semantics.md).
 
 Every function here works on one axis at a time: ``x`` is an array of
 coordinates along an input axis of size ``size`` (a static Python int).
@@ -14,13 +14,13 @@ import numpy as np
 
 # Finite grid values beyond this magnitude are clamped to it before
 # unnormalising, so that ``(g + 1) * size`` cannot overflow to inf for any
-# axis shorter than 2**31 (SPEC decision 5, torch issue #51911). Such points
+# axis shorter than 2**31 (where torch gives NaN, pytorch/pytorch#51911). Such points
 # are far outside the input either way.
 _HUGE = 2.0**64
 
 
 def unnormalize(g: jax.Array, size: int, align_corners: bool, ndim: int = 2) -> jax.Array:
-    """Maps normalised grid values in ``[-1, 1]`` to pixel coordinates (SPEC §3.1).
+    """Maps normalised grid values in ``[-1, 1]`` to pixel coordinates.
 
     The result is rounded exactly as torch's CPU kernel for ``ndim`` spatial
     dimensions rounds it, under `jax.jit` as well as op by op (see
@@ -104,10 +104,10 @@ def _scaled_sum(u: jax.Array, scale: float, offset: float | None = None) -> jax.
 
 
 def clip(x: jax.Array, size: int) -> jax.Array:
-    """Clamps coordinates to ``[0, S - 1]`` the way torch's CPU kernel does (SPEC §3.3).
+    """Clamps coordinates to ``[0, S - 1]`` the way torch's CPU kernel does.
 
     NaN and -inf go to 0, +inf to ``S - 1``. The derivative is 1 strictly
-    inside ``(0, S - 1)`` and 0 at both ends and beyond (torch issue #23925).
+    inside ``(0, S - 1)`` and 0 at both ends and beyond (as torch, pytorch/pytorch#23925).
     """
     high = size - 1.0
     inside = (x > 0.0) & (x < high)
@@ -118,7 +118,7 @@ def clip(x: jax.Array, size: int) -> jax.Array:
 
 
 def reflect(x: jax.Array, size: int, align_corners: bool) -> jax.Array:
-    """Reflects coordinates back into the input (SPEC §3.2).
+    """Reflects coordinates back into the input.
 
     Mirrors about the centres of the corner pixels, ``[0, S - 1]``, when
     ``align_corners`` is True, and about their outer edges, ``[-0.5, S - 0.5]``,

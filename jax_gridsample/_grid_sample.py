@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import functools
-import math
-from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jax_gridsample import _checks, _policy
-from jax_gridsample._coordinates import PADDING_FNS
-from jax_gridsample._kernels import TAP_FNS, sample_one
-
-MODES = tuple(TAP_FNS)
-# Gather offsets are int32 and index one channel's spatial elements; N and C
-# are separate gather dimensions, so only prod(spatial) is limited.
-_MAX_SPATIAL = 2**31 - 1
-PADDING_MODES = tuple(PADDING_FNS)
+from jax_gridsample._core import Config, check_options, in_compute_dtype, value_and_derivatives
+from jax_gridsample._kernels import sample_one
 
 
 def grid_sample(
@@ -98,62 +89,22 @@ def grid_sample(
       (torch #51911). float16 and bfloat16 are computed in float32 and
       rounded once, as torch does on CUDA.
     """
-    mode = _checks.check_choice("mode", mode, MODES)
-    padding_mode = _checks.check_choice("padding_mode", padding_mode, PADDING_MODES)
-    align_corners = _checks.check_align_corners(align_corners)
     input = _checks.as_array("input", input)  # noqa: A001
     grid = _checks.as_array("grid", grid)
-    channels_last = check_channel_axis(channel_axis, input.ndim)
-    check_input(input, mode, channels_last)
+    config = check_options(mode, padding_mode, align_corners, channel_axis, input)
     _check_grid(input, grid)
-    _checks.check_float_dtype("input", input)
     if grid.dtype != input.dtype:
         raise TypeError(f"grid must have the dtype of input ({input.dtype}), got {grid.dtype}")
 
-    if channels_last:
+    if config.channels_last:
         out_shape = grid.shape[:-1] + input.shape[-1:]
     else:
         out_shape = input.shape[:2] + grid.shape[1:-1]
     if 0 in out_shape:
         return jnp.zeros(out_shape, input.dtype)
-    channels = input.shape[-1 if channels_last else 1]
-    plans = _policy.plans(mode, input.ndim - 2, channels, channels_last)
-    return _grid_sample(input, grid, mode, padding_mode, align_corners, channels_last, plans)
-
-
-def check_channel_axis(channel_axis: int, ndim: int) -> bool:
-    """Returns whether the layout is channels-last; only 1 and -1 are accepted."""
-    channel_axis = _checks.check_int("channel_axis", channel_axis)
-    if channel_axis not in (1, -1, ndim - 1):
-        raise ValueError(f"channel_axis must be 1 or -1, got {channel_axis}")
-    return channel_axis != 1
-
-
-def check_input(input: jax.Array, mode: str, channels_last: bool) -> None:  # noqa: A002
-    """Checks the input's rank and spatial size, and that ``mode`` supports it."""
-    if input.ndim not in (4, 5):
-        layouts = (
-            "(N, H, W, C) or (N, D, H, W, C)"
-            if channels_last
-            else ("(N, C, H, W) or (N, C, D, H, W)")
-        )
-        raise ValueError(
-            f"input must be 4-D or 5-D, {layouts}, got {input.ndim}-D with shape {input.shape}"
-        )
-    spatial = input.shape[1:-1] if channels_last else input.shape[2:]
-    if math.prod(spatial) > _MAX_SPATIAL:
-        raise ValueError(
-            f"input's spatial size must be at most 2**31 - 1 elements per channel "
-            f"(int32 gather offsets), got {' x '.join(map(str, spatial))} = "
-            f"{math.prod(spatial)} (input shape {input.shape})"
-        )
-    if 0 in spatial:
-        raise ValueError(f"input must have non-empty spatial dimensions, got shape {input.shape}")
-    if mode == "bicubic" and input.ndim == 5:
-        raise NotImplementedError(
-            "mode='bicubic' supports 4-D input only (as torch), got a 5-D input "
-            f"with shape {input.shape}"
-        )
+    channels = input.shape[-1 if config.channels_last else 1]
+    plan = _policy.grid_sample_plan(config.mode, input.ndim - 2, channels, config.channels_last)
+    return _grid_sample(input, grid, config, plan)
 
 
 def _check_grid(input: jax.Array, grid: jax.Array) -> None:  # noqa: A002
@@ -170,37 +121,39 @@ def _check_grid(input: jax.Array, grid: jax.Array) -> None:  # noqa: A002
         )
 
 
-@functools.partial(
-    jax.jit, static_argnames=("mode", "padding_mode", "align_corners", "channels_last", "plans")
-)
+@functools.partial(jax.jit, static_argnames=("config", "plan"))
 def _grid_sample(
     input: jax.Array,  # noqa: A002
     grid: jax.Array,
-    mode: str,
-    padding_mode: str,
-    align_corners: bool,
-    channels_last: bool,
-    plans: tuple[tuple[str, _policy.Plan], ...],
+    config: Config,
+    plan: _policy.Plan,
 ) -> jax.Array:
-    # Half types are computed in float32 and rounded once (SPEC decision 6).
-    compute = jnp.promote_types(input.dtype, jnp.float32)
-    config = Config(mode, padding_mode, align_corners, channels_last, plans)
-    out = sample_batch(input.astype(compute), grid.astype(compute), config)
-    return out.astype(input.dtype)
+    return in_compute_dtype(functools.partial(sample_batch, config=config, plan=plan), input, grid)
 
 
-class Config(NamedTuple):
-    """The static arguments of `sample_batch` (and of `grid_sample_separable`'s passes)."""
-
-    mode: str
-    padding_mode: str
-    align_corners: bool
-    channels_last: bool
-    # Per platform: from _policy.plans (grid_sample), _policy.separable_plans (separable).
-    plans: tuple[tuple[str, _policy.Plan], ...]
+def sample_batch(x: jax.Array, grid: jax.Array, config: Config, plan: _policy.Plan) -> jax.Array:
+    """`grid_sample` of a batch in the compute dtype: ``plan``'s value and derivatives."""
+    value = functools.partial(_formulation, config=config, formulation=plan.value)
+    derivatives = functools.partial(_formulation, config=config, formulation=plan.derivatives)
+    if plan.value == plan.derivatives:
+        derivatives = value
+    return value_and_derivatives(value, derivatives)(x, grid)
 
 
-def _vmapped_kernel(config: Config, formulation: str, channels_last: bool):
+def _formulation(x: jax.Array, grid: jax.Array, config: Config, formulation: str) -> jax.Array:
+    """One formulation of the corner sums (`_policy.FORWARDS`), vmapped over the batch."""
+    if formulation == "loop":
+        # Gathering contiguous C-vectors: a channels-first input is moved.
+        x = x if config.channels_last else jnp.moveaxis(x, 1, -1)
+        out = _vmapped(config, "loop", channels_last=True)(x, grid)
+        return out if config.channels_last else jnp.moveaxis(out, -1, 1)
+    out = _vmapped(config, formulation, config.channels_last)(x, grid)
+    # The barrier keeps a consumer (say, a reduction that XLA CPU hands to
+    # YNNPACK) out of the fusion, which then stored every corner's gather.
+    return jax.lax.optimization_barrier(out)
+
+
+def _vmapped(config: Config, formulation: str, channels_last: bool):
     """`sample_one` for ``config`` in one formulation and layout, vmapped over the batch."""
     kernel = functools.partial(
         sample_one,
@@ -211,64 +164,3 @@ def _vmapped_kernel(config: Config, formulation: str, channels_last: bool):
         formulation=formulation,
     )
     return jax.vmap(kernel)
-
-
-def _channels_last_loop(x: jax.Array, grid: jax.Array, config: Config) -> jax.Array:
-    """The channels-last corner loop, moving a channels-first ``x`` and its result."""
-    if not config.channels_last:
-        x = jnp.moveaxis(x, 1, -1)
-    out = _vmapped_kernel(config, "loop", channels_last=True)(x, grid)
-    return out if config.channels_last else jnp.moveaxis(out, -1, 1)
-
-
-def _forward(x: jax.Array, grid: jax.Array, config: Config, plan: _policy.Plan) -> jax.Array:
-    if plan.forward == "loop_channels_last":
-        return _channels_last_loop(x, grid, config)
-    # The barrier keeps a consumer (say, a reduction that XLA CPU hands to
-    # YNNPACK) out of the fusion; fused with one, XLA stored every corner's
-    # gather (2.5x the arguments' bytes for bilinear, 9x for bicubic).
-    out = _vmapped_kernel(config, plan.forward, config.channels_last)(x, grid)
-    return jax.lax.optimization_barrier(out)
-
-
-def per_platform(make: Callable[[_policy.Plan], Callable], plans, *args):
-    """Applies ``make(plan)`` to ``args``, the plan chosen for the platform it is lowered for."""
-    plans = dict(plans)
-    if len(set(plans.values())) == 1:  # no choice to defer to lowering
-        return make(plans["cpu"])(*args)
-    branches = {platform: make(plan) for platform, plan in plans.items()}
-    return jax.lax.platform_dependent(*args, **branches, default=branches["cpu"])
-
-
-# The value and the derivatives may come from two formulations of the same sum
-# over stencil corners (same terms in the same order; they agree to rounding,
-# as XLA may contract multiply-adds differently): `_policy` says which. The
-# derivatives are still JAX's own autodiff of a formulation, so jvp, vjp, grad
-# and hessian all work.
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def sample_batch(x: jax.Array, grid: jax.Array, config: Config) -> jax.Array:
-    return per_platform(
-        lambda plan: functools.partial(_forward, config=config, plan=plan), config.plans, x, grid
-    )
-
-
-@sample_batch.defjvp
-def _sample_batch_jvp(config, primals, tangents):
-    # This traces the value a second time (a bicubic gradient traces 34 corners,
-    # 16 of them here). Wrapped in jax.jit, the value missed jit's trace cache:
-    # jax 0.10.2 keys it on the abstract mesh, None at the first trace and an
-    # empty AbstractMesh in this rule; the trace took 1.8 s instead of 1.3.
-    out = sample_batch(*primals, config)
-
-    def derivative(plan):
-        if plan.derivatives == "forward":
-            formulation = functools.partial(_forward, config=config, plan=plan)
-        else:
-            formulation = functools.partial(_channels_last_loop, config=config)
-
-        def tangent(x, grid, dx, dgrid):
-            return jax.jvp(formulation, (x, grid), (dx, dgrid))[1]
-
-        return tangent
-
-    return out, per_platform(derivative, config.plans, *primals, *tangents)

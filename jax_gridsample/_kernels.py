@@ -60,13 +60,13 @@ def _nearest_tap(
     x: jax.Array, size: int, padding_mode: str, align_corners: bool, k: jax.Array
 ) -> Tap:
     del k  # one tap
-    # Round half to even *after* padding, then mask (SPEC §4.2, torch #149013).
+    # Round half to even *after* padding, then mask (as torch, pytorch/pytorch#149013).
     index = jnp.round(PADDING_FNS[padding_mode](x, size, align_corners))
     return Tap(index, None, _in_range(index, size))
 
 
 def _cubic_weight(s: jax.Array, near: jax.Array) -> jax.Array:
-    """Cubic-convolution weight at distance ``s`` (SPEC §4.3): ``|s| <= 1`` if ``near``."""
+    """Cubic-convolution weight at distance ``s``: ``|s| <= 1`` if ``near``."""
     near_w = ((_A + 2.0) * s - (_A + 3.0)) * s * s + 1.0
     far_w = ((_A * s - 5.0 * _A) * s + 8.0 * _A) * s - 4.0 * _A
     return jnp.where(near, near_w, far_w)
@@ -77,7 +77,7 @@ def _cubic_tap(
 ) -> Tap:
     # Taps at offsets -1, 0, 1, 2 from floor(x). The centre is not padded;
     # each tap is, independently, so border and reflection can overshoot near
-    # the edge (SPEC §4.3).
+    # the edge (as torch).
     x0 = jnp.floor(x)
     t = x - x0
     kf = k.astype(x.dtype)

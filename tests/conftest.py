@@ -82,12 +82,14 @@ _OP_BY_OP_QUICK = (
     "5d-bilinear-zeros-ac1-float64",
     "5d-nearest-border-ac1-float64",
 )
+_F64_QUICK = ("4d-bilinear-float64-s1", "4d-nearest-float64-s1", "5d-nearest-float64-s1")
 QUICK_IDS = {
-    "test_matrix": lambda i: "-float32-s1-" in i,
-    "test_matrix_channels_last": lambda i: "-float32-" in i and i.endswith("-pixel"),
-    "test_half_dtypes": lambda i: "-float16-" in i and i.endswith("-inside"),
-    "test_nonfinite_and_huge_grids": lambda i: "-float32-" in i,
-    "test_exact_pixel_positions": lambda i: "-float32-" in i and i.endswith("-pixel0"),
+    # Fixture groups (rank-mode-dtype[-shape]): each is one program, both layouts.
+    "test_matrix": lambda i: i.endswith("-float32-s1") or i.endswith(_F64_QUICK),
+    "test_half_dtypes": lambda i: "-float16" in i or i == "4d-bilinear-bfloat16",
+    "test_nonfinite_and_huge_grids": lambda i: "-float32" in i,
+    "test_exact_pixel_positions": lambda i: "-float32-pixel0" in i,
+    "test_separable": lambda i: "-float32" in i or i == "4d-bilinear-float64",
     "test_check_grads_float64": lambda i: i == "4d-bilinear-zeros-ac0",
     "test_jvp_vjp_consistent_and_hessian_finite": lambda i: i.endswith("bilinear-zeros-ac0"),
     "test_fused_and_looped_corner_sums_agree": lambda i: "zeros-ac0" in i and "float32" in i,
@@ -95,25 +97,54 @@ QUICK_IDS = {
     "test_random_against_torch": lambda i: int(i) < 10,
     "test_jit_equals_op_by_op": lambda i: i in _OP_BY_OP_QUICK,
     "test_batch_sharding_on_eight_devices": lambda i: i == "Auto",
-    "test_forced_plan_matches_torch": lambda i: i.startswith(
-        ("4d-bilinear-zeros-ac0", "4d-bicubic-zeros-ac0")
+    "test_every_formulation_matches_torch": lambda i: i.startswith(
+        ("4d-bilinear-zeros-ac0", "4d-bicubic-zeros-ac0", "5d-bilinear-border-ac1")
     ),
-    # grid_sample_separable: torch fixtures for each mode x rank (zeros padding, exact
-    # pixel positions), the equivalence matrix on one combination (every axis kind), the
-    # policy's plan.
-    "test_separable": lambda i: "-zeros-ac0-float32-pixel" in i,
-    "test_equals_grid_sample_on_expanded_grid": lambda i: i == "4d-bilinear-zeros-ac0-float32",
-    "test_every_formulation_equals_grid_sample": lambda i: (
-        i == "2-bicubic-reflection-taps_rows-matmul"
-    ),
-    "test_half_dtypes_separable": lambda i: i == "bilinear-float16",
+    # grid_sample_separable against grid_sample on the expanded grid: the torch fixtures
+    # (test_parity_fixtures.py) cover every option and layout; one program here.
+    "test_equals_grid_sample_on_expanded_grid": lambda i: i == "4d-bilinear-float32",
     "test_check_grads_float64_separable": lambda i: False,
-    "test_nan_cotangent_at_nan_outputs": lambda i: (
-        i in ("4d-bilinear-zeros-ac0", "5d-bilinear-zeros-ac1")
-    ),
-    "test_matmuls_with_nans_equals_with_nans": lambda i: i == "4d-bicubic-zeros-ac0",
-    "test_windowed_derivatives_equal_every_column": lambda i: i in ("2-bilinear", "2-nearest"),
 }
+
+
+# The suite's time is compiling: each test reports how many XLA programs it compiled
+# and how long that took, and the summary lists the heaviest tests.
+_BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+_COMPILED = {"programs": 0, "seconds": 0.0}
+
+
+def _count_compile(event, duration, *args, **kwargs):
+    del args, kwargs
+    if event == _BACKEND_COMPILE:
+        _COMPILED["programs"] += 1
+        _COMPILED["seconds"] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compile)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    before = dict(_COMPILED)
+    yield
+    item.user_properties.append(("compiled programs", _COMPILED["programs"] - before["programs"]))
+    item.user_properties.append(("compile seconds", _COMPILED["seconds"] - before["seconds"]))
+
+
+def pytest_terminal_summary(terminalreporter):
+    rows = []
+    for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get(
+        "failed", []
+    ):
+        props = dict(getattr(report, "user_properties", ()))
+        if report.when == "call" and "compiled programs" in props:
+            rows.append((props["compile seconds"], props["compiled programs"], report.nodeid))
+    if not rows:
+        return
+    total_s, total_n = sum(r[0] for r in rows), sum(r[1] for r in rows)
+    terminalreporter.write_sep("-", f"XLA compiled {total_n} programs in {total_s:.0f} s")
+    for seconds, count, nodeid in sorted(rows, reverse=True)[:10]:
+        terminalreporter.write_line(f"{seconds:6.1f} s {count:4d} programs  {nodeid}")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -147,8 +178,7 @@ def _free_compiled_code():
     mappings per kernel; about 300 for one `grid_sample_separable` gradient),
     and Linux allows 65530 mappings per process by default
     (``vm.max_map_count``). Kept for the whole suite, an xdist worker ran past
-    that and died on a failed mmap (session 8's CI); tests/test_separable.py
-    alone reaches about 26000.
+    that and died on a failed mmap.
     """
     yield
     jax.clear_caches()

@@ -1,7 +1,8 @@
-"""A slow, obviously-correct NumPy reference of grid_sample, written from SPEC's formulas.
+"""A slow, obviously-correct NumPy reference of grid_sample (docs/semantics.md).
 
 Loops over output points in float64. It shares no code with jax_gridsample. It follows
-SPEC §3-§4 for finite grids and decisions 4 and 5 for NaN, ±inf and huge values.
+Coordinates, padding and modes for finite grids, and the rules defined here for NaN,
+±inf and huge values.
 Returns the output and the linear map's taps, so grad_input can be formed too.
 """
 
@@ -16,12 +17,12 @@ A = -0.75
 
 def unnormalize(g: float, size: int, align: bool) -> float:
     if align:
-        return (g + 1) / 2 * (size - 1)  # SPEC §3.1; NaN/inf propagate (inf * 0 = NaN)
+        return (g + 1) / 2 * (size - 1)  # NaN/inf propagate (inf * 0 = NaN)
     return ((g + 1) * size - 1) / 2
 
 
 def clip(x: float, size: int) -> float:
-    if math.isnan(x) or x <= 0:  # NaN -> 0 (SPEC §3.3, CPU 2-D forward)
+    if math.isnan(x) or x <= 0:  # NaN -> 0 (torch's CPU 2-D forward)
         return 0.0
     return min(x, size - 1.0)
 

@@ -18,7 +18,7 @@ def test_device_check_dry_run(tmp_path):
     run = subprocess.run(
         # A budget a slow 2-core CPU shared with another pytest worker does not
         # run out of: the dry run took about 4 minutes unconstrained there, and
-        # the default budget skipped the last separable variant (session 11's CI).
+        # the default budget skipped the last separable variant.
         [
             sys.executable,
             "benchmarks/device_check.py",

@@ -1,8 +1,13 @@
-"""Parity with torch on saved fixtures (tests/fixtures/generate.py): no torch needed."""
+"""Parity with torch on saved fixtures (tests/fixtures/generate.py): no torch needed.
+
+The cases of one (rank, mode, dtype) run in one compiled program, in both layouts
+(channels first, and channels last with ``channel_axis=-1``): compiling, not running,
+is what takes the time.
+"""
 
 from __future__ import annotations
 
-import functools
+import collections
 
 import jax
 import numpy as np
@@ -11,29 +16,67 @@ from conftest import as_jax, assert_close, load_cases, x64_if
 
 from jax_gridsample import affine_grid, grid_sample, grid_sample_separable
 
-
-@functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _forward_and_grads(x, g, ct, mode, padding_mode, align_corners):
-    out, vjp = jax.vjp(lambda a, b: grid_sample(a, b, mode, padding_mode, align_corners), x, g)
-    return (out, *vjp(ct))
+LAYOUTS = (1, -1)
 
 
-def _check_case(case, arrays, *, grad_mask=None):
-    dtype = case["dtype"]
+def groups(cases, *extra):
+    """Case indices by (rank, mode, dtype, *extra id fields), with an id for each group.
+
+    ``extra`` are positions in the case id's dash-separated fields (e.g. the shape).
+    """
+    out = collections.defaultdict(list)
+    for i, case in enumerate(cases):
+        fields = case["id"].split("-")
+        key = (*fields[:2], case["dtype"], *(fields[k] for k in extra))
+        out["-".join(key)].append(i)
+    return list(out.items())
+
+
+def to_layout(a, layout):
+    """A channels-first `(N, C, ...)` array in ``layout``."""
+    return np.moveaxis(a, 1, -1) if layout == -1 else a
+
+
+def check_grid_sample_group(cases, arrays, indices, *, what):
+    """Values and both gradients of ``cases[indices]`` against torch, both layouts."""
+    dtype = cases[indices[0]]["dtype"]
+    options = [
+        (cases[i]["mode"], cases[i]["padding_mode"], cases[i]["align_corners"]) for i in indices
+    ]
+    data = [arrays(i) for i in indices]
+
+    @jax.jit
+    def run(batch):
+        got = []
+        for (x, g, ct), opts in zip(batch, options, strict=True):
+            for layout in LAYOUTS:
+
+                def f(a, b, opts=opts, layout=layout):
+                    return grid_sample(a, b, *opts, channel_axis=layout)
+
+                out, vjp = jax.vjp(f, to_layout(x, layout), g)
+                got.append((out, *vjp(to_layout(ct, layout))))
+        return got
+
     with x64_if(dtype):
-        x, g, ct = (as_jax(arrays[k], dtype) for k in ("input", "grid", "cotangent"))
-        out, gx, gg = _forward_and_grads(
-            x, g, ct, case["mode"], case["padding_mode"], case["align_corners"]
-        )
-    for a in (out, gx, gg):
-        assert str(a.dtype) == dtype
-    exact = case["mode"] == "nearest"
-    assert_close(out, arrays["out"], dtype, what="output", exact=exact)
-    assert_close(gx, arrays["grad_input"], dtype, what="grad_input")
-    gg, ref = np.asarray(gg, np.float64), arrays["grad_grid"]
-    if grad_mask is not None:  # points whose output is NaN may have NaN grid gradients
-        gg, ref = gg[grad_mask], ref[grad_mask]
-    assert_close(gg, ref, dtype, what="grad_grid", exact=exact)
+        batch = [tuple(as_jax(d[k], dtype) for k in ("input", "grid", "cotangent")) for d in data]
+        results = iter(run(batch))
+    for i, d in zip(indices, data, strict=True):
+        exact = cases[i]["mode"] == "nearest"
+        for layout in LAYOUTS:
+            out, gx, gg = next(results)
+            label = f"{cases[i]['id']} channel_axis={layout}"
+            for a in (out, gx, gg):
+                assert str(a.dtype) == dtype, label
+            assert_close(
+                out, to_layout(d["out"], layout), dtype, what=f"{label} output", exact=exact
+            )
+            assert_close(gx, to_layout(d["grad_input"], layout), dtype, what=f"{label} grad_input")
+            gg, ref = np.asarray(gg, np.float64), d["grad_grid"]
+            if "nan_out" in d:  # points whose output is NaN may have NaN grid gradients
+                finite_points = ~d["nan_out"][:, 0]
+                gg, ref = gg[finite_points], ref[finite_points]
+            assert_close(gg, ref, dtype, what=f"{label} grad_grid", exact=exact)
 
 
 _, MATRIX, MATRIX_ARRAYS = load_cases("grid_sample.npz")
@@ -43,99 +86,123 @@ _, AFFINE, AFFINE_ARRAYS = load_cases("affine_grid.npz")
 _, PIXEL, PIXEL_ARRAYS = load_cases("pixel.npz")
 _, SEPARABLE, SEPARABLE_ARRAYS = load_cases("separable.npz")
 
-
-@pytest.mark.parametrize("i", range(len(MATRIX)), ids=[c["id"] for c in MATRIX])
-def test_matrix(i):
-    _check_case(MATRIX[i], MATRIX_ARRAYS(i))
+MATRIX_GROUPS = groups(MATRIX, 5)  # (rank, mode, dtype, shape): the grid kinds and options
 
 
-@pytest.mark.parametrize("i", range(len(HALF)), ids=[c["id"] for c in HALF])
-def test_half_dtypes(i):
-    _check_case(HALF[i], HALF_ARRAYS(i))
+@pytest.mark.parametrize(
+    "indices", [g for _, g in MATRIX_GROUPS], ids=[k for k, _ in MATRIX_GROUPS]
+)
+def test_matrix(indices):
+    """Every mode x padding x align_corners x rank x dtype x shape x grid kind x layout."""
+    check_grid_sample_group(MATRIX, MATRIX_ARRAYS, indices, what="matrix")
 
 
-@pytest.mark.parametrize("i", range(len(HOSTILE)), ids=[c["id"] for c in HOSTILE])
-def test_nonfinite_and_huge_grids(i):
-    arrays = HOSTILE_ARRAYS(i)
-    finite_points = ~arrays["nan_out"][:, 0]
-    _check_case(HOSTILE[i], arrays, grad_mask=finite_points)
+HALF_GROUPS = groups(HALF)
 
 
-@pytest.mark.parametrize("i", range(len(PIXEL)), ids=[c["id"] for c in PIXEL])
-def test_exact_pixel_positions(i):
-    """Grids on integer and half-integer pixel positions as users build them (issue 14).
+@pytest.mark.parametrize("indices", [g for _, g in HALF_GROUPS], ids=[k for k, _ in HALF_GROUPS])
+def test_half_dtypes(indices):
+    check_grid_sample_group(HALF, HALF_ARRAYS, indices, what="half")
+
+
+HOSTILE_GROUPS = groups(HOSTILE)
+
+
+@pytest.mark.parametrize(
+    "indices", [g for _, g in HOSTILE_GROUPS], ids=[k for k, _ in HOSTILE_GROUPS]
+)
+def test_nonfinite_and_huge_grids(indices):
+    check_grid_sample_group(HOSTILE, HOSTILE_ARRAYS, indices, what="hostile")
+
+
+PIXEL_GROUPS = groups(PIXEL, -1)  # (rank, mode, dtype, grid set)
+
+
+@pytest.mark.parametrize("indices", [g for _, g in PIXEL_GROUPS], ids=[k for k, _ in PIXEL_GROUPS])
+def test_exact_pixel_positions(indices):
+    """Grids on integer and half-integer pixel positions as users build them.
 
     One ulp of the unnormalised coordinate decides the pixel nearest picks
     and the side of bilinear's one-sided derivatives, so these match torch
     only if every rounding is torch's, under jit.
     """
-    _check_case(PIXEL[i], PIXEL_ARRAYS(i))
+    check_grid_sample_group(PIXEL, PIXEL_ARRAYS, indices, what="pixel")
 
 
-@pytest.mark.parametrize("i", range(len(SEPARABLE)), ids=[c["id"] for c in SEPARABLE])
-def test_separable(i):
-    """grid_sample_separable against torch's grid_sample on the expanded grid."""
-    case, arrays = SEPARABLE[i], SEPARABLE_ARRAYS(i)
-    dtype = case["dtype"]
-    names = [k for k in "xyz" if k in arrays]
+SEPARABLE_GROUPS = groups(SEPARABLE)
+
+
+@pytest.mark.parametrize(
+    "indices", [g for _, g in SEPARABLE_GROUPS], ids=[k for k, _ in SEPARABLE_GROUPS]
+)
+def test_separable(indices):
+    """grid_sample_separable against torch's grid_sample on the expanded grid, both layouts."""
+    dtype = SEPARABLE[indices[0]]["dtype"]
+    data = [SEPARABLE_ARRAYS(i) for i in indices]
+    names = [[k for k in "xyz" if k in d] for d in data]
+    options = [
+        tuple(SEPARABLE[i][k] for k in ("mode", "padding_mode", "align_corners")) for i in indices
+    ]
+
+    @jax.jit
+    def run(batch):
+        got = []
+        for (x, ct, *axes), opts in zip(batch, options, strict=True):
+            for layout in LAYOUTS:
+
+                def f(x, *axes, opts=opts, layout=layout):
+                    return grid_sample_separable(x, axes, *opts, channel_axis=layout)
+
+                out, vjp = jax.vjp(f, to_layout(x, layout), *axes)
+                got.append((out, vjp(to_layout(ct, layout))))
+        return got
+
     with x64_if(dtype):
-        x, ct, *axes = (as_jax(arrays[k], dtype) for k in ("input", "cotangent", *names))
-        options = case["mode"], case["padding_mode"], case["align_corners"]
-        out, vjp = jax.vjp(lambda x, *a: grid_sample_separable(x, a, *options), x, *axes)
-        grads = vjp(ct)
-    exact = case["mode"] == "nearest"
-    assert_close(out, arrays["out"], dtype, what="output", exact=exact)
-    assert_close(grads[0], arrays["grad_input"], dtype, what="grad_input")
-    for name, g in zip(names, grads[1:], strict=True):
-        assert_close(g, arrays[f"grad_{name}"], dtype, what=f"grad_{name}", exact=exact)
+        batch = [
+            tuple(as_jax(d[k], dtype) for k in ("input", "cotangent", *n))
+            for d, n in zip(data, names, strict=True)
+        ]
+        results = iter(run(batch))
+    for i, d, n in zip(indices, data, names, strict=True):
+        exact = SEPARABLE[i]["mode"] == "nearest"
+        for layout in LAYOUTS:
+            out, grads = next(results)
+            label = f"{SEPARABLE[i]['id']} channel_axis={layout}"
+            assert_close(
+                out, to_layout(d["out"], layout), dtype, what=f"{label} output", exact=exact
+            )
+            assert_close(
+                grads[0], to_layout(d["grad_input"], layout), dtype, what=f"{label} grad_input"
+            )
+            for name, g in zip(n, grads[1:], strict=True):
+                assert_close(g, d[f"grad_{name}"], dtype, what=f"{label} grad_{name}", exact=exact)
 
 
-@pytest.mark.parametrize("i", range(len(AFFINE)), ids=[c["id"] for c in AFFINE])
-def test_affine_grid(i):
-    case, arrays = AFFINE[i], AFFINE_ARRAYS(i)
-    dtype = case["dtype"]
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_affine_grid(dtype):
+    indices = [i for i, c in enumerate(AFFINE) if c["dtype"] == dtype]
+    data = [AFFINE_ARRAYS(i) for i in indices]
+    options = [(AFFINE[i]["size"], AFFINE[i]["align_corners"]) for i in indices]
+
+    @jax.jit
+    def run(batch):
+        got = []
+        for (theta, ct), (size, align) in zip(batch, options, strict=True):
+            out, vjp = jax.vjp(lambda t, s=size, a=align: affine_grid(t, s, align_corners=a), theta)
+            got.append((out, *vjp(ct)))
+        return got
+
     with x64_if(dtype):
-        theta, ct = as_jax(arrays["theta"], dtype), as_jax(arrays["cotangent"], dtype)
-        out, vjp = jax.vjp(
-            lambda t: affine_grid(t, case["size"], align_corners=case["align_corners"]), theta
-        )
-        (grad_theta,) = vjp(ct)
-    assert out.dtype == np.dtype(dtype)
-    assert_close(out, arrays["out"], dtype, what="grid")
-    assert_close(grad_theta, arrays["grad_theta"], dtype, what="grad_theta")
+        batch = [(as_jax(d["theta"], dtype), as_jax(d["cotangent"], dtype)) for d in data]
+        results = run(batch)
+    for i, d, (out, grad_theta) in zip(indices, data, results, strict=True):
+        assert out.dtype == np.dtype(dtype)
+        assert_close(out, d["out"], dtype, what=f"{AFFINE[i]['id']} grid")
+        assert_close(grad_theta, d["grad_theta"], dtype, what=f"{AFFINE[i]['id']} grad_theta")
 
 
 def test_fixture_provenance():
     meta, cases, _ = load_cases("grid_sample.npz")
     assert meta["torch_version"].startswith("2.")
     assert len(cases) == 648
-
-
-CHANNELS_LAST = [i for i, c in enumerate(MATRIX) if "-s1-" in c["id"]]  # N > 1, C > 1
-
-
-@pytest.mark.parametrize("i", CHANNELS_LAST, ids=[MATRIX[i]["id"] for i in CHANNELS_LAST])
-def test_matrix_channels_last(i):
-    """channel_axis=-1 gives torch's numbers on (N, *spatial, C) arrays."""
-    case, arrays = MATRIX[i], MATRIX_ARRAYS(i)
-    dtype = case["dtype"]
-    last = {k: np.moveaxis(arrays[k], 1, -1) for k in ("input", "cotangent", "out", "grad_input")}
-    with x64_if(dtype):
-        x, g, ct = (as_jax(a, dtype) for a in (last["input"], arrays["grid"], last["cotangent"]))
-        out, vjp = jax.vjp(
-            lambda a, b: grid_sample(
-                a,
-                b,
-                case["mode"],
-                case["padding_mode"],
-                case["align_corners"],
-                channel_axis=-1,
-            ),
-            x,
-            g,
-        )
-        gx, gg = vjp(ct)
-    exact = case["mode"] == "nearest"
-    assert_close(out, last["out"], dtype, what="output", exact=exact)
-    assert_close(gx, last["grad_input"], dtype, what="grad_input")
-    assert_close(gg, arrays["grad_grid"], dtype, what="grad_grid", exact=exact)
+    assert sum(len(g) for _, g in MATRIX_GROUPS) == 648

@@ -189,7 +189,7 @@ def _value_and_grads(x, grid, ct, mode, padding, align):
     ids=[f"{c[0] + 2}d-{c[1]}-{c[2]}-ac{int(c[3])}-{c[4]}" for c in OP_BY_OP_CASES],
 )
 def test_jit_equals_op_by_op(ndim, mode, padding, align, dtype):
-    """XLA's rewrites under jit (constant folding, FMA contraction) change no pixel (issue 14).
+    """XLA's rewrites under jit (constant folding, FMA contraction) change no pixel.
 
     Op by op, under `jax.disable_jit`, every operation rounds on its own:
     the jitted function must give the same pixels (nearest exactly) and the

@@ -1,8 +1,8 @@
-"""SPEC §14 adversarial cases and the seed's worked example.
+"""Adversarial cases and a worked example, with expected values written out.
 
-Expected values are torch 2.13's outputs as recorded in SPEC §14, except
-where SPEC decisions 4-6 define a different behaviour; those values are
-derived by hand in the comments.
+Expected values are torch 2.13's outputs, except where docs/semantics.md defines
+a different behaviour (non-finite, huge and half-precision grids); those values
+are derived by hand in the comments.
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ CASES = [
         [1.5, 0],
         [5.960464477539063e-08, 0.9999999403953552, 0, 0],
     ),
-    # Decision 4 = torch here; decision 5: 1e10 is a far-out point.
+    # Non-finite values as torch here; 1e10 is a far-out point.
     (
         "7-bilinear-zeros-nonfinite",
         "bilinear",
@@ -117,7 +117,7 @@ CASES = [
         [0, NAN, 0, NAN, 0, NAN, 0, 0],
         [0, 0, 0, 0],
     ),
-    # Decision 5 (torch gives NaN, #51911): a far-out point reads 0, gradient 0.
+    # Huge values (torch gives NaN, pytorch/pytorch#51911): a far-out point reads 0, gradient 0.
     (
         "8-overflow-is-far-out",
         "bilinear",
@@ -131,7 +131,7 @@ CASES = [
         [0, 0],
         [0] * 5,
     ),
-    # Decision 4 = torch forward; torch's backward segfaults, ours: zero grid gradient.
+    # As torch's forward; torch's backward crashes, ours: zero grid gradient.
     (
         "9-bilinear-border-nonfinite",
         "bilinear",
@@ -366,7 +366,7 @@ CASES = [
             0.14351880550384521,
         ],
     ),
-    # Decision 4 for 5-D (torch's 3-D kernel gives 11.5, 11.5, 8.5): the input
+    # Non-finite 5-D as 4-D (torch's 3-D kernel gives 11.5, 11.5, 8.5): the input
     # is 12z + 4y + x; y=0.25 -> 1.375, z=-0.25 -> 0.25 (align False), so the
     # value is 8.5 + x, with NaN -> x=0, +inf -> x=3, -inf -> x=0.
     (
@@ -382,7 +382,7 @@ CASES = [
         None,
         None,
     ),
-    # Decision 4 for 5-D (torch's 3-D kernel gives 0): zeros + non-finite -> NaN.
+    # Non-finite 5-D as 4-D (torch's 3-D kernel gives 0): zeros + non-finite -> NaN.
     (
         "27-3d-zeros-nonfinite",
         "bilinear",
@@ -412,29 +412,41 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_spec_case(case):
-    _, mode, pad, align, x, xs, g, gs, out, dgrid, dinput = case
-    x = jnp.asarray(x, jnp.float32).reshape(xs)
-    g = jnp.asarray(g, jnp.float32).reshape(gs)
+def test_spec_cases():
+    """Every case above, its value and both gradients of ``sum(out)``, in one program."""
 
-    def f(x, g):
-        return grid_sample(x, g, mode=mode, padding_mode=pad, align_corners=align)
+    @jax.jit
+    def run(arrays):
+        got = []
+        for (x, g), case in zip(arrays, CASES, strict=True):
+            options = dict(mode=case[1], padding_mode=case[2], align_corners=case[3])
 
-    result = f(x, g)
-    assert_close(result.reshape(-1), out, "float32", what="output", exact=mode == "nearest")
-    grads = jax.grad(lambda x, g: jnp.sum(f(x, g)), argnums=(0, 1))(x, g)
-    assert np.all(np.isfinite(np.asarray(grads[0]))), "grad_input must never be NaN"
-    if dgrid is not None:
-        assert_close(grads[1].reshape(-1), dgrid, "float32", what="grad_grid")
-    if dinput is not None:
-        assert_close(grads[0].reshape(-1), dinput, "float32", what="grad_input")
+            def total(x, g, options=options):
+                return jnp.sum(grid_sample(x, g, **options))
+
+            got.append((grid_sample(x, g, **options), jax.grad(total, argnums=(0, 1))(x, g)))
+        return got
+
+    arrays = [
+        (jnp.asarray(c[4], jnp.float32).reshape(c[5]), jnp.asarray(c[6], jnp.float32).reshape(c[7]))
+        for c in CASES
+    ]
+    for case, (result, grads) in zip(CASES, run(arrays), strict=True):
+        name, mode, out, dgrid, dinput = case[0], case[1], case[8], case[9], case[10]
+        assert_close(
+            result.reshape(-1), out, "float32", what=f"{name} output", exact=mode == "nearest"
+        )
+        assert np.all(np.isfinite(np.asarray(grads[0]))), f"{name}: grad_input must never be NaN"
+        if dgrid is not None:
+            assert_close(grads[1].reshape(-1), dgrid, "float32", what=f"{name} grad_grid")
+        if dinput is not None:
+            assert_close(grads[0].reshape(-1), dinput, "float32", what=f"{name} grad_input")
 
 
 @pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("align", [False, True])
 def test_huge_reflection_stays_in_range(ndim, align):
-    """Decision 5 (SPEC §14 cases 11 and 29): finite and inside the input's range."""
+    """Huge values under reflection: finite and inside the input's range."""
     spatial = (2, 3, 4)[-ndim:]
     x = jnp.arange(np.prod(spatial), dtype=jnp.float32).reshape((1, 1) + spatial)
     huge = jnp.array([1e10, -1e10, 1e30, 12345.677734375, 3e38, -3e38], jnp.float32)
@@ -451,17 +463,17 @@ def test_huge_reflection_stays_in_range(ndim, align):
 
 
 def test_half_computed_in_float32():
-    """SPEC §14 case 30: torch CPU rounds coordinates to float16 per op; we do not."""
+    """Half types: torch CPU rounds coordinates to float16 per op; we compute in float32."""
     x = jnp.linspace(0, 1, 1000, dtype=jnp.float32).astype(jnp.float16).reshape(1, 1, 1, 1000)
     g = jnp.array([0.300048828125, 0.0, -0.77001953125, 0.0], jnp.float16).reshape(1, 1, 2, 2)
     out = grid_sample(x, g, align_corners=False)
     assert out.dtype == jnp.float16
-    # torch's float32 result on the same half-valued inputs (SPEC §14 case 30).
+    # torch's float32 result on the same half-valued inputs.
     assert_close(out.reshape(-1), [0.650174617767334, 0.11460483819246292], "float16")
 
 
 def test_bfloat16_wide_row_has_no_index_overflow():
-    """SPEC §14 case 31: torch CPU's int16 indices zero this out; we read the ones."""
+    """A 32768-wide bfloat16 row: torch CPU's int16 indices zero this out; we read the ones."""
     x = jnp.ones((1, 1, 1, 32768), jnp.bfloat16)
     g = jnp.array([0.0, 0.0, 0.5, 0.0], jnp.bfloat16).reshape(1, 1, 2, 2)
     out = grid_sample(x, g, mode="nearest", align_corners=True)
@@ -472,8 +484,8 @@ def test_bfloat16_wide_row_has_no_index_overflow():
     "align,expected",
     [(True, [[4.75, 6.25], [10.75, 12.25]]), (False, [[3.5, 5.5], [11.5, 13.5]])],
 )
-def test_seed_worked_example(align, expected):
-    """The seed blog's 4x4 example, with ERRATA.md's corrected values.
+def test_worked_example(align, expected):
+    """A 4x4 example, by hand.
 
     By hand for align_corners=False: g = -0.5 -> x = ((g + 1) * 4 - 1) / 2 = 0.5,
     and the input is 4y + x + 1, so (0, 0) reads 4 * 0.5 + 0.5 + 1 = 3.5.
@@ -485,7 +497,7 @@ def test_seed_worked_example(align, expected):
     np.testing.assert_allclose(np.asarray(out[0, 0]), expected, rtol=1e-6)
 
 
-# Issue 14: a float32 grid value whose reflected coordinate is a half-integer only
+# A float32 grid value whose reflected coordinate is a half-integer only
 # if every rounding of the unnormalisation is torch's. W=5, g=float32(-2.6):
 # g + 1 = -1.5999999 (exact); 2-D: fma(-1.5999999, 2.5, -0.5) = -4.49999976 rounds
 # to the tie -4.5 (ulp 4.8e-7 there, ties to even); 3-D: (-1.5999999 * 5) - 1 =

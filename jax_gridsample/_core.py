@@ -1,0 +1,89 @@
+"""The plumbing both public samplers share: options, dtypes, and value/derivative pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jax_gridsample import _checks
+from jax_gridsample._coordinates import PADDING_FNS
+from jax_gridsample._kernels import TAP_FNS
+
+MODES = tuple(TAP_FNS)
+PADDING_MODES = tuple(PADDING_FNS)
+
+
+class Config(NamedTuple):
+    """The sampling options, checked; a static argument of the jitted functions."""
+
+    mode: str
+    padding_mode: str
+    align_corners: bool
+    channels_last: bool
+
+    def spatial_dim(self, i: int) -> int:
+        """The array axis of spatial axis ``i`` of a batched input or output."""
+        return (1 if self.channels_last else 2) + i
+
+    def weights_can_be_nan(self) -> bool:
+        """Whether a non-finite coordinate makes its taps' weights, hence its value, NaN.
+
+        Bilinear taps pad the coordinate first, and border and reflection
+        padding send NaN and ±inf to a pixel; zeros padding keeps them, and
+        bicubic weights come from the unpadded coordinate. Nearest has no
+        weights.
+        """
+        return self.mode == "bicubic" or (self.mode == "bilinear" and self.padding_mode == "zeros")
+
+
+def check_options(
+    mode: Any,
+    padding_mode: Any,
+    align_corners: Any,
+    channel_axis: Any,
+    input: jax.Array,  # noqa: A002 -- torch's argument name
+) -> Config:
+    """Checks the options shared by both samplers and the input they apply to."""
+    mode = _checks.check_choice("mode", mode, MODES)
+    padding_mode = _checks.check_choice("padding_mode", padding_mode, PADDING_MODES)
+    align_corners = _checks.check_align_corners(align_corners)
+    channels_last = _checks.check_channel_axis(channel_axis, input.ndim)
+    _checks.check_input(input, mode, channels_last)
+    _checks.check_float_dtype("input", input)
+    return Config(mode, padding_mode, align_corners, channels_last)
+
+
+def in_compute_dtype(fn: Callable[..., jax.Array], x: jax.Array, *args: Any) -> jax.Array:
+    """``fn(x, *args)`` computed in float32 at least, rounded once to ``x``'s dtype.
+
+    Half types are computed in float32 and rounded once, as torch does on CUDA.
+    """
+    compute = jnp.promote_types(x.dtype, jnp.float32)
+    cast = jax.tree.map(lambda a: a.astype(compute), args)
+    return fn(x.astype(compute), *cast).astype(x.dtype)
+
+
+def value_and_derivatives(
+    value: Callable[..., jax.Array], derivatives: Callable[..., jax.Array]
+) -> Callable[..., jax.Array]:
+    """A function computed by ``value`` and differentiated as ``derivatives``.
+
+    Both must compute the same function of the same arguments; the second is
+    chosen for its derivatives (JAX's autodiff of it, so `jvp`, `vjp`, `grad`
+    and `hessian` all work). With one formulation, it is returned as is.
+    """
+    if value is derivatives:
+        return value
+
+    @jax.custom_jvp
+    def sampled(*args):
+        return value(*args)
+
+    @sampled.defjvp
+    def _(primals, tangents):
+        return sampled(*primals), jax.jvp(derivatives, primals, tangents)[1]
+
+    return sampled
