@@ -147,8 +147,8 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{seconds:6.1f} s {count:4d} programs  {nodeid}")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionfinish(session, exitstatus):
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtestloop():
     """Frees JAX's compiled executables before an xdist worker reports that it is done.
 
     Freeing thousands of them at interpreter exit took an xdist worker past
@@ -156,7 +156,7 @@ def pytest_sessionfinish(session, exitstatus):
     hypothesis's gc callback and printed a KeyboardInterrupt traceback as a
     PytestUnraisableExceptionWarning after a green run.
     """
-    del session, exitstatus
+    yield
     jax.clear_caches()
     gc.collect()
 
