@@ -1,0 +1,171 @@
+"""RoIAlign's sampling: each box's samples per axis, and the sum over each bin.
+
+A box's sample at (y, x) reads the bilinear taps of y along rows and of x along
+columns, and is dropped when either lies outside [-1, size]: everything is a
+product of per-axis terms, so each axis' samples are computed once, as
+(K, P, S) arrays, and combined per bin by gathers of channel vectors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# Samples per axis taken at once with adaptive sampling: a bin of it reads 4 x 4 taps.
+CHUNK = 2
+
+
+class AxisSamples(NamedTuple):
+    """Where the samples of every bin of every box lie along one spatial axis."""
+
+    base: jax.Array  # (K, P) where each bin starts: start + p * bin
+    bin: jax.Array  # (K, 1) bin size
+    grid: jax.Array  # (K, 1) samples per bin (torchvision's roi_bin_grid), float
+    first: jax.Array  # (K, P) the first sample that can land in [-1, size]
+    reach: jax.Array  # (K, P) how many samples from `first` on can land there
+    size: int  # pixels along the axis
+    ok: jax.Array  # (K, 1) whether the box places samples at all
+
+
+class Taps(NamedTuple):
+    """The two taps of each sample of one chunk along one axis, (K, P, S) each."""
+
+    low: jax.Array
+    high: jax.Array
+    w_low: jax.Array
+    w_high: jax.Array
+    valid: jax.Array
+
+
+def axis_samples(
+    start: jax.Array, length: jax.Array, pooled: int, size: int, sampling_ratio: int, ok: jax.Array
+) -> AxisSamples:
+    """The samples along one axis of boxes starting at ``start`` (K,) with ``length`` (K,)."""
+    bin_ = (length / pooled)[:, None]
+    base = start[:, None] + jnp.arange(pooled, dtype=start.dtype)[None, :] * bin_
+    if sampling_ratio > 0:
+        grid = jnp.full_like(bin_, sampling_ratio)
+        first = jnp.zeros_like(base)
+        reach = jnp.broadcast_to(grid, base.shape)
+    else:
+        # ceil(bin) samples per bin; a non-positive bin (an aligned inverted box) has none.
+        # Sample counts are constants to autodiff.
+        grid = jnp.maximum(jnp.ceil(lax.stop_gradient(bin_)), 0)
+        spacing = jnp.where(grid > 0, lax.stop_gradient(bin_) / jnp.maximum(grid, 1), 1)
+        base = lax.stop_gradient(base)
+        # Samples are spacing > 0.5 apart, so few land in [-1, size]; one spare on each side.
+        lo = jnp.clip(jnp.floor((-1 - base) / spacing - 0.5) - 1, 0, grid)
+        hi = jnp.clip(jnp.ceil((size - base) / spacing - 0.5) + 1, -1, grid - 1)
+        first = jnp.where(jnp.isfinite(lo), lo, 0)
+        reach = jnp.where(jnp.isfinite(hi - lo), jnp.maximum(hi - lo + 1, 0), 0)
+        base = start[:, None] + jnp.arange(pooled, dtype=start.dtype)[None, :] * bin_
+    return AxisSamples(base, bin_, grid, first, reach, size, ok)
+
+
+def chunks_needed(axis: AxisSamples, width: int) -> jax.Array:
+    """The number of chunks of ``width`` samples that cover every bin's samples (a scalar)."""
+    count = jnp.where(axis.ok, axis.reach, 0)
+    return jnp.max(jnp.ceil(count / width), initial=0).astype(jnp.int32)
+
+
+def max_chunks(size: int, width: int) -> int:
+    """A static bound on `chunks_needed` when adaptive: 2 * size + 3 samples, two spare."""
+    return math.ceil((2 * size + 5) / width)
+
+
+def sample_taps(axis: AxisSamples, chunk: jax.Array | int, width: int) -> Taps:
+    """Taps of samples ``first + chunk * width + j``, j < width, computed as torchvision does."""
+    offsets = chunk * width + jnp.arange(width, dtype=axis.base.dtype)
+    i = axis.first[..., None] + offsets[None, None]
+    # A box without samples divides by 1, so that no infinity reaches a gradient.
+    grid = jnp.where(axis.grid > 0, axis.grid, 1)[..., None]
+    pos = axis.base[..., None] + ((i + 0.5) * axis.bin[..., None]) / grid
+    valid = (i < axis.grid[..., None]) & (pos >= -1) & (pos <= axis.size) & axis.ok[..., None]
+    y = jnp.where(valid & (pos > 0), pos, 0)
+    low = jnp.floor(y)
+    end = low >= axis.size - 1
+    low = jnp.where(end, axis.size - 1, low)
+    y = jnp.where(end, low, y)
+    w_high = y - low
+    low = low.astype(jnp.int32)
+    high = jnp.where(end, low, low + 1)
+    return Taps(low, high, 1 - w_high, w_high, valid)
+
+
+def _bin_sums(x: jax.Array, image: jax.Array, rows: Taps, cols: Taps) -> jax.Array:
+    """Sum over one chunk's samples of each bin: (K, PH, PW, C), from ``x`` (N, H, W, C).
+
+    Each sample adds ((w1 v1 + w2 v2) + w3 v3) + w4 v4, in torchvision's order;
+    a dropped sample reads nothing.
+    """
+    n, h, w, channels = x.shape
+    offset = image[:, None, None] * (h * w)
+    indices, weights = [], []
+    for sy in range(rows.low.shape[-1]):
+        for sx in range(cols.low.shape[-1]):
+            for r, wr in ((rows.low, rows.w_low), (rows.high, rows.w_high)):
+                for c, wc in ((cols.low, cols.w_low), (cols.high, cols.w_high)):
+                    indices.append(offset + r[:, :, None, sy] * w + c[:, None, :, sx])
+                    weights.append(wr[:, :, None, sy] * wc[:, None, :, sx])
+    values = jnp.take(x.reshape(n * h * w, channels), jnp.stack(indices), axis=0, mode="clip")
+    total = None
+    for s in range(len(indices) // 4):
+        term = None
+        for t in range(4 * s, 4 * s + 4):
+            part = weights[t][..., None] * values[t]
+            term = part if term is None else term + part
+        assert term is not None
+        sy, sx = divmod(s, cols.low.shape[-1])
+        keep = rows.valid[:, :, None, sy] & cols.valid[:, None, :, sx]
+        term = jnp.where(keep[..., None], term, 0)
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
+def pooled_sums(
+    x: jax.Array,
+    image: jax.Array,
+    rows: AxisSamples,
+    cols: AxisSamples,
+    sampling_ratio: int,
+    needed: tuple[jax.Array, jax.Array] | None,
+) -> jax.Array:
+    """Sum over every bin's samples, (K, PH, PW, C).
+
+    A fixed ``sampling_ratio`` of at most 4 takes all samples at once. Otherwise
+    the samples go in chunks of `CHUNK` per axis, over a static number of
+    chunks with the ones no box needs skipped at run time (``needed``, the
+    chunks per axis, computed over every box of the call). Each row chunk is
+    rematerialised in the backward pass, so its residuals are not kept.
+    """
+    if 0 < sampling_ratio <= 4:
+        return _bin_sums(
+            x, image, sample_taps(rows, 0, sampling_ratio), sample_taps(cols, 0, sampling_ratio)
+        )
+    if sampling_ratio > 0:
+        n_rows = n_cols = math.ceil(sampling_ratio / CHUNK)
+    else:
+        n_rows, n_cols = max_chunks(rows.size, CHUNK), max_chunks(cols.size, CHUNK)
+    need_rows, need_cols = needed if needed is not None else (n_rows, n_cols)
+    zeros = jnp.zeros((*image.shape, rows.base.shape[1], cols.base.shape[1], x.shape[-1]), x.dtype)
+
+    def add_row_chunk(m_row, total):
+        row_taps = sample_taps(rows, m_row, CHUNK)
+
+        def add_col_chunk(m_col, total):
+            def add(total):
+                return total + _bin_sums(x, image, row_taps, sample_taps(cols, m_col, CHUNK))
+
+            return lax.cond(m_col < need_cols, add, lambda t: t, total)
+
+        return lax.fori_loop(0, n_cols, add_col_chunk, total)
+
+    body = jax.checkpoint(
+        lambda m, total: lax.cond(m < need_rows, lambda t: add_row_chunk(m, t), lambda t: t, total)
+    )
+    return lax.fori_loop(0, n_rows, body, zeros)
