@@ -100,7 +100,9 @@ def _bin_sums(x: jax.Array, image: jax.Array, rows: Taps, cols: Taps) -> jax.Arr
     """Sum over one chunk's samples of each bin: (K, PH, PW, C), from ``x`` (N, H, W, C).
 
     Each sample adds ((w1 v1 + w2 v2) + w3 v3) + w4 v4, in torchvision's order;
-    a dropped sample reads nothing.
+    a dropped sample reads nothing. One gather reads every tap, so the gradient
+    is one scatter-add: XLA CPU's fused sums of one scatter-add per tap gave
+    wrong input gradients under `jit`. It holds 4 * S * S values per bin.
     """
     n, h, w, channels = x.shape
     offset = image[:, None, None] * (h * w)
