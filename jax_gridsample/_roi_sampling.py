@@ -142,8 +142,9 @@ def pooled_sums(
     A fixed ``sampling_ratio`` of at most 4 takes all samples at once. Otherwise
     the samples go in chunks of `CHUNK` per axis, over a static number of
     chunks with the ones no box needs skipped at run time (``needed``, the
-    chunks per axis, computed over every box of the call). Each row chunk is
-    rematerialised in the backward pass, so its residuals are not kept.
+    chunks per axis, computed over every box of the call). Row chunks and
+    chunk pairs are rematerialised in the backward pass, so their residuals
+    are not kept per iteration.
     """
     if 0 < sampling_ratio <= 4:
         return _bin_sums(
@@ -163,7 +164,7 @@ def pooled_sums(
             def add(total):
                 return total + _bin_sums(x, image, row_taps, sample_taps(cols, m_col, CHUNK))
 
-            return lax.cond(m_col < need_cols, add, lambda t: t, total)
+            return lax.cond(m_col < need_cols, jax.checkpoint(add), lambda t: t, total)
 
         return lax.fori_loop(0, n_cols, add_col_chunk, total)
 
