@@ -37,6 +37,8 @@ def _cases():
             for ratio in (-1, 0, 1, 2, 3, 5):
                 for scale in (1.0, 0.5):
                     slow = ratio not in QUICK_RATIOS or scale == 1.0
+                    # float64 in the quick tier: one sampling kind per `aligned`.
+                    slow = slow or (dtype == "float64" and (ratio == -1) == aligned)
                     marks = [pytest.mark.slow] if slow else []
                     yield pytest.param(
                         dtype,
@@ -59,7 +61,7 @@ def test_values_and_input_gradients_match_torchvision(dtype, aligned, ratio, sca
 
 
 def _small_cases():
-    quick = {("1x6", True, -1), ("5x1", False, 2)}
+    quick = {("1x6", True, -1)}
     for size in ("1x1", "1x6", "5x1"):
         for aligned in (False, True):
             for ratio in (-1, 2):
@@ -151,6 +153,7 @@ def test_no_boxes():
     assert roi_align(x, [np.zeros((0, 4), np.float32)], 2).shape == (0, 3, 2, 2)
 
 
+@pytest.mark.slow
 def test_box_gradients_match_central_differences():
     x, rois, _ = _float64()
     rois = rois[:6]
