@@ -195,12 +195,9 @@ def _rois(x: jax.Array, rois: jax.Array, options: tuple) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames="options")
 def _batched(x: jax.Array, boxes: jax.Array, options: tuple) -> jax.Array:
-    samples = jax.vmap(lambda b: box_samples(x, b, options))(boxes)
-    rows, cols, _ = samples
+    rows, cols, _ = jax.vmap(lambda b: box_samples(x, b, options))(boxes)
     # The chunk counts are taken over every image so that the skipping stays a conditional.
-    needed = None
-    if options[2] <= 0:
-        needed = (chunks_needed(rows, CHUNK), chunks_needed(cols, CHUNK))
+    needed = _needed(rows, cols, options[2])
 
     def one_image(xi, b):
         rows, cols, count = box_samples(xi[None], b, options)
