@@ -319,8 +319,9 @@ def main():
     parser.add_argument(
         "--suite",
         default="all",
-        choices=["all", "grid", "separable"],
-        help="grid_sample cases (CASES), grid_sample_separable cases (SEPARABLE_CASES) or both",
+        choices=["all", "grid", "separable", "roi"],
+        help="grid_sample cases (CASES), grid_sample_separable cases (SEPARABLE_CASES), both, "
+        "or roi_align's (roi.py, against torchvision)",
     )
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument(
@@ -360,10 +361,20 @@ def main():
         "pause_s": args.pause,
         "xla_flags": os.environ.get("XLA_FLAGS"),
     }
+    if args.suite == "roi" and torch is not None:
+        import torchvision
+
+        env["torchvision"] = torchvision.__version__
     if torch is not None and tdev == "cuda":
         env["torch_device_name"] = torch.cuda.get_device_name()
     print(json.dumps(env))
-    selected = [n for n in CASES if args.suite != "separable" and _selected(n, args)]
+    if args.suite == "roi":
+        from roi import roi_table
+
+        with open(args.json, "w") as f:
+            json.dump({"env": env, "roi": roi_table(args, torch, tdev, _selected)}, f, indent=1)
+        return
+    selected = [n for n in CASES if args.suite in ("all", "grid") and _selected(n, args)]
     results = []
     header = (
         f"{'case':34s} {'ours fwd':>9s} {'torch fwd':>9s} {'ratio':>6s} "
@@ -417,7 +428,9 @@ def _separable_plot_path(path):
 
 
 def _separable_table(args, torch, tdev):
-    names = [n for n in SEPARABLE_CASES if args.suite != "grid" and _selected(n, args)]
+    names = [
+        n for n in SEPARABLE_CASES if args.suite in ("all", "separable") and _selected(n, args)
+    ]
     if not names:
         return []
     print(

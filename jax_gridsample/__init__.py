@@ -1,9 +1,10 @@
-"""torch's grid_sample and affine_grid, torchvision's roi_align: for JAX, exactly."""
+"""torch's grid_sample and affine_grid, torchvision's roi_align family: for JAX, exactly."""
 
 from jax_gridsample._affine_grid import affine_grid as affine_grid
 from jax_gridsample._core import MODES as MODES
 from jax_gridsample._core import PADDING_MODES as PADDING_MODES
 from jax_gridsample._grid_sample import grid_sample as grid_sample
+from jax_gridsample._multi_scale import multi_scale_roi_align as multi_scale_roi_align
 from jax_gridsample._roi_align import roi_align as roi_align
 from jax_gridsample._separable import grid_sample_separable as grid_sample_separable
 
@@ -15,5 +16,6 @@ __all__ = [
     "affine_grid",
     "grid_sample",
     "grid_sample_separable",
+    "multi_scale_roi_align",
     "roi_align",
 ]

@@ -56,14 +56,16 @@ def check_options(
     return Config(mode, padding_mode, align_corners, channels_last)
 
 
-def in_compute_dtype(fn: Callable[..., jax.Array], x: jax.Array, *args: Any) -> jax.Array:
+def in_compute_dtype(fn: Callable[..., jax.Array], x: Any, *args: Any) -> jax.Array:
     """``fn(x, *args)`` computed in float32 at least, rounded once to ``x``'s dtype.
 
-    Half types are computed in float32 and rounded once, as torch does on CUDA.
+    ``x`` is an array or a sequence of arrays of one dtype. Half types are
+    computed in float32 and rounded once, as torch does on CUDA.
     """
-    compute = jnp.promote_types(x.dtype, jnp.float32)
-    cast = jax.tree.map(lambda a: a.astype(compute), args)
-    return fn(x.astype(compute), *cast).astype(x.dtype)
+    dtype = jax.tree.leaves(x)[0].dtype
+    compute = jnp.promote_types(dtype, jnp.float32)
+    cast = jax.tree.map(lambda a: a.astype(compute), (x, *args))
+    return fn(*cast).astype(dtype)
 
 
 def value_and_derivatives(

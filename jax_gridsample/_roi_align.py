@@ -11,12 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_gridsample import _checks, _core
-from jax_gridsample._roi_sampling import (
-    CHUNK,
-    axis_samples,
-    chunks_needed,
-    pooled_sums,
-)
+from jax_gridsample._roi_sampling import Layout, box_samples, needed_chunks, pool_boxes
 
 
 def roi_align(
@@ -60,17 +55,10 @@ def roi_align(
     same formula with the sample counts held constant; they are undefined
     where a sample crosses a pixel, the border or the clamp at 0 and H - 1.
     """
-    input = _checks.as_array("input", input)  # noqa: A001
-    _checks.check_float_dtype("input", input)
     channels_last = _checks.check_channel_axis(channel_axis, 4)
-    if input.ndim != 4:
-        layout = "(N, H, W, C)" if channels_last else "(N, C, H, W)"
-        raise ValueError(
-            f"input must be 4-D, {layout}, got {input.ndim}-D with shape {input.shape}"
-        )
-    x = input if channels_last else jnp.moveaxis(input, 1, -1)
-    if 0 in x.shape[1:3]:
-        raise ValueError(f"input must have non-empty spatial dimensions, got shape {input.shape}")
+    input = _checks.as_array("input", input)  # noqa: A001
+    x = channels_last_map("input", input, channels_last)
+    check_flat_size("input", x.shape[0] * x.shape[1] * x.shape[2])
     size = check_output_size(output_size)
     spatial_scale = _check_scale(spatial_scale)
     sampling_ratio = _checks.check_int("sampling_ratio", sampling_ratio)
@@ -83,6 +71,26 @@ def roi_align(
     else:
         out = _core.in_compute_dtype(functools.partial(_rois, options=options), x, rois)
     return out if channels_last else jnp.moveaxis(out, -1, -3)
+
+
+def channels_last_map(name: str, input: jax.Array, channels_last: bool) -> jax.Array:  # noqa: A002
+    """A checked 4-D floating feature map, as (N, H, W, C)."""
+    _checks.check_float_dtype(name, input)
+    if input.ndim != 4:
+        layout = "(N, H, W, C)" if channels_last else "(N, C, H, W)"
+        raise ValueError(
+            f"{name} must be 4-D, {layout}, got {input.ndim}-D with shape {input.shape}"
+        )
+    x = input if channels_last else jnp.moveaxis(input, 1, -1)
+    if 0 in x.shape[1:3]:
+        raise ValueError(f"{name} must have non-empty spatial dimensions, got shape {input.shape}")
+    return x
+
+
+def check_flat_size(name: str, pixels: int) -> None:
+    """Taps are int32 rows of one buffer holding every pixel of every image (and level)."""
+    if pixels > 2**31 - 1:
+        raise ValueError(f"{name} must hold at most 2**31 - 1 pixels (N * H * W), got {pixels}")
 
 
 def check_output_size(output_size: Any) -> tuple[int, int]:
@@ -160,48 +168,38 @@ def _check_dtype(name: str, boxes: jax.Array, input: jax.Array) -> None:  # noqa
         raise TypeError(f"{name} must have the input's dtype {input.dtype}, got {boxes.dtype}")
 
 
-def box_samples(x: jax.Array, coords: jax.Array, options: tuple) -> tuple:
-    """Per-axis samples of boxes (K, 4) in a (H, W) map, and the divisor per box."""
-    (ph, pw), spatial_scale, sampling_ratio, aligned = options
-    ok = jnp.all(jnp.isfinite(coords), axis=1, keepdims=True)
-    coords = jnp.where(ok, coords, 0)  # so that no NaN reaches a gradient through jnp.where
-    start = coords[:, :2] * spatial_scale - (0.5 if aligned else 0.0)
-    length = coords[:, 2:] * spatial_scale - (0.5 if aligned else 0.0) - start
-    if not aligned:
-        length = jnp.where(length < 1, 1, length)  # torchvision's std::max(length, 1)
-    cols = axis_samples(start[:, 0], length[:, 0], pw, x.shape[-2], sampling_ratio, ok)
-    rows = axis_samples(start[:, 1], length[:, 1], ph, x.shape[-3], sampling_ratio, ok)
-    count = jnp.maximum(rows.grid * cols.grid, 1)[:, :, None, None]
-    return rows, cols, count
-
-
-def _needed(rows, cols, sampling_ratio: int):
-    if sampling_ratio > 0:
-        return None
-    return chunks_needed(rows, CHUNK), chunks_needed(cols, CHUNK)
+def single_map(x: jax.Array, image: jax.Array, spatial_scale: float) -> tuple:
+    """The flat buffer and layout of boxes on images ``image`` (K,) of one map (N, H, W, C)."""
+    n, h, w, c = x.shape
+    full = functools.partial(jnp.full, (image.shape[0], 1), dtype=jnp.int32)
+    layout = Layout(image * (h * w), full(h), full(w), spatial_scale, (h, w))
+    return x.reshape(n * h * w, c), layout
 
 
 @functools.partial(jax.jit, static_argnames="options")
 def _rois(x: jax.Array, rois: jax.Array, options: tuple) -> jax.Array:
+    size, spatial_scale, sampling_ratio, aligned = options
     n = x.shape[0]
     index = jnp.trunc(rois[:, 0])
     inside = (index >= 0) & (index < n)
     image = jnp.where(inside, index, 0).astype(jnp.int32)
     coords = jnp.where(inside[:, None], rois[:, 1:], jnp.nan)
-    rows, cols, count = box_samples(x, coords, options)
-    sums = pooled_sums(x, image, rows, cols, options[2], _needed(rows, cols, options[2]))
-    return sums / count
+    flat, layout = single_map(x, image, spatial_scale)
+    return pool_boxes(flat, coords, layout, (size, sampling_ratio, aligned))
 
 
 @functools.partial(jax.jit, static_argnames="options")
 def _batched(x: jax.Array, boxes: jax.Array, options: tuple) -> jax.Array:
-    rows, cols, _ = jax.vmap(lambda b: box_samples(x, b, options))(boxes)
+    size, spatial_scale, sampling_ratio, aligned = options
+    sampling = (size, sampling_ratio, aligned)
+    image = jnp.zeros(boxes.shape[1], jnp.int32)
+    _, layout = single_map(x[:1], image, spatial_scale)
+    rows, cols, _ = jax.vmap(lambda b: box_samples(b, layout, sampling))(boxes)
     # The chunk counts are taken over every image so that the skipping stays a conditional.
-    needed = _needed(rows, cols, options[2])
+    needed = needed_chunks(rows, cols, sampling_ratio)
 
     def one_image(xi, b):
-        rows, cols, count = box_samples(xi[None], b, options)
-        image = jnp.zeros(b.shape[0], jnp.int32)
-        return pooled_sums(xi[None], image, rows, cols, options[2], needed) / count
+        flat, layout = single_map(xi[None], image, spatial_scale)
+        return pool_boxes(flat, b, layout, sampling, needed)
 
     return jax.vmap(one_image)(x, boxes)

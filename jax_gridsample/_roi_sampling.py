@@ -27,7 +27,7 @@ class AxisSamples(NamedTuple):
     grid: jax.Array  # (K, 1) samples per bin (torchvision's roi_bin_grid), float
     first: jax.Array  # (K, P) the first sample that can land in [-1, size]
     reach: jax.Array  # (K, P) how many samples from `first` on can land there
-    size: int  # pixels along the axis
+    size: jax.Array  # (K, 1) pixels along the axis in the box's map, int32
     ok: jax.Array  # (K, 1) whether the box places samples at all
 
 
@@ -42,9 +42,18 @@ class Taps(NamedTuple):
 
 
 def axis_samples(
-    start: jax.Array, length: jax.Array, pooled: int, size: int, sampling_ratio: int, ok: jax.Array
+    start: jax.Array,
+    length: jax.Array,
+    pooled: int,
+    size: jax.Array,
+    sampling_ratio: int,
+    ok: jax.Array,
 ) -> AxisSamples:
-    """The samples along one axis of boxes starting at ``start`` (K,) with ``length`` (K,)."""
+    """The samples along one axis of boxes starting at ``start`` (K,) with ``length`` (K,).
+
+    ``size`` (K, 1) is the pixels along the axis of each box's map and ``ok``
+    (K, 1) whether the box places samples at all.
+    """
     bin_ = (length / pooled)[:, None]
     base = start[:, None] + jnp.arange(pooled, dtype=start.dtype)[None, :] * bin_
     if sampling_ratio > 0:
@@ -84,11 +93,12 @@ def sample_taps(axis: AxisSamples, chunk: jax.Array | int, width: int) -> Taps:
     # A box without samples divides by 1, so that no infinity reaches a gradient.
     grid = jnp.where(axis.grid > 0, axis.grid, 1)[..., None]
     pos = axis.base[..., None] + ((i + 0.5) * axis.bin[..., None]) / grid
-    valid = (i < axis.grid[..., None]) & (pos >= -1) & (pos <= axis.size) & axis.ok[..., None]
+    size = axis.size[..., None]
+    valid = (i < axis.grid[..., None]) & (pos >= -1) & (pos <= size) & axis.ok[..., None]
     y = jnp.where(valid & (pos > 0), pos, 0)
     low = jnp.floor(y)
-    end = low >= axis.size - 1
-    low = jnp.where(end, axis.size - 1, low)
+    end = low >= size - 1
+    low = jnp.where(end, size - 1, low)
     y = jnp.where(end, low, y)
     w_high = y - low
     low = low.astype(jnp.int32)
@@ -96,24 +106,26 @@ def sample_taps(axis: AxisSamples, chunk: jax.Array | int, width: int) -> Taps:
     return Taps(low, high, 1 - w_high, w_high, valid)
 
 
-def _bin_sums(x: jax.Array, image: jax.Array, rows: Taps, cols: Taps) -> jax.Array:
-    """Sum over one chunk's samples of each bin: (K, PH, PW, C), from ``x`` (N, H, W, C).
+def _bin_sums(flat: jax.Array, offset: jax.Array, rows: Taps, cols: Taps, width: jax.Array):
+    """Sum over one chunk's samples of each bin: (K, PH, PW, C).
+
+    Box k reads the (H_k, W_k) map stored row-major from row ``offset[k]`` of
+    ``flat`` (M, C), ``width`` (K, 1) holding W_k.
 
     Each sample adds ((w1 v1 + w2 v2) + w3 v3) + w4 v4, in torchvision's order;
     a dropped sample reads nothing. One gather reads every tap, so the gradient
     is one scatter-add: XLA CPU's fused sums of one scatter-add per tap gave
     wrong input gradients under `jit`. It holds 4 * S * S values per bin.
     """
-    n, h, w, channels = x.shape
-    offset = image[:, None, None] * (h * w)
+    offset, width = offset[:, None, None], width[:, :, None]
     indices, weights = [], []
     for sy in range(rows.low.shape[-1]):
         for sx in range(cols.low.shape[-1]):
             for r, wr in ((rows.low, rows.w_low), (rows.high, rows.w_high)):
                 for c, wc in ((cols.low, cols.w_low), (cols.high, cols.w_high)):
-                    indices.append(offset + r[:, :, None, sy] * w + c[:, None, :, sx])
+                    indices.append(offset + r[:, :, None, sy] * width + c[:, None, :, sx])
                     weights.append(wr[:, :, None, sy] * wc[:, None, :, sx])
-    values = jnp.take(x.reshape(n * h * w, channels), jnp.stack(indices), axis=0, mode="clip")
+    values = jnp.take(flat, jnp.stack(indices), axis=0, mode="clip")
     total = None
     for s in range(len(indices) // 4):
         term = None
@@ -129,9 +141,59 @@ def _bin_sums(x: jax.Array, image: jax.Array, rows: Taps, cols: Taps) -> jax.Arr
     return total
 
 
+class Layout(NamedTuple):
+    """Where each box's map lies in the flat (M, C) buffer all maps are stored in."""
+
+    offset: jax.Array  # (K,) the row of ``flat`` where the box's map starts
+    height: jax.Array  # (K, 1) its H, int32
+    width: jax.Array  # (K, 1) its W, int32
+    scale: jax.Array | float  # (K, 1) or one spatial_scale for every box
+    bounds: tuple[int, int]  # the largest H and W, static
+
+
+def box_samples(coords: jax.Array, layout: Layout, options: tuple) -> tuple:
+    """Per-axis samples of boxes (K, 4) and the divisor of each box's bins, (K, 1, 1, 1)."""
+    (ph, pw), sampling_ratio, aligned = options
+    ok = jnp.all(jnp.isfinite(coords), axis=1, keepdims=True)
+    coords = jnp.where(ok, coords, 0)  # so that no NaN reaches a gradient through jnp.where
+    start = coords[:, :2] * layout.scale - (0.5 if aligned else 0.0)
+    length = coords[:, 2:] * layout.scale - (0.5 if aligned else 0.0) - start
+    if not aligned:
+        length = jnp.where(length < 1, 1, length)  # torchvision's std::max(length, 1)
+    cols = axis_samples(start[:, 0], length[:, 0], pw, layout.width, sampling_ratio, ok)
+    rows = axis_samples(start[:, 1], length[:, 1], ph, layout.height, sampling_ratio, ok)
+    count = jnp.maximum(rows.grid * cols.grid, 1)[:, :, None, None]
+    return rows, cols, count
+
+
+def needed_chunks(rows: AxisSamples, cols: AxisSamples, sampling_ratio: int) -> tuple | None:
+    """The chunks per axis that adaptive sampling takes for these boxes; None when fixed."""
+    if sampling_ratio > 0:
+        return None
+    return chunks_needed(rows, CHUNK), chunks_needed(cols, CHUNK)
+
+
+def pool_boxes(
+    flat: jax.Array,
+    coords: jax.Array,
+    layout: Layout,
+    options: tuple,
+    needed: tuple[jax.Array, jax.Array] | None = None,
+) -> jax.Array:
+    """RoIAlign of boxes (K, 4) over the maps ``layout`` places in ``flat``: (K, PH, PW, C).
+
+    ``options`` is ((PH, PW), sampling_ratio, aligned); ``needed`` the adaptive
+    chunk counts when they are taken over more boxes than these.
+    """
+    rows, cols, count = box_samples(coords, layout, options)
+    if needed is None:
+        needed = needed_chunks(rows, cols, options[1])
+    return pooled_sums(flat, layout, rows, cols, options[1], needed) / count
+
+
 def pooled_sums(
-    x: jax.Array,
-    image: jax.Array,
+    flat: jax.Array,
+    layout: Layout,
     rows: AxisSamples,
     cols: AxisSamples,
     sampling_ratio: int,
@@ -146,23 +208,26 @@ def pooled_sums(
     chunk pairs are rematerialised in the backward pass, so their residuals
     are not kept per iteration.
     """
+
+    def sums(row_taps: Taps, col_taps: Taps) -> jax.Array:
+        return _bin_sums(flat, layout.offset, row_taps, col_taps, layout.width)
+
     if 0 < sampling_ratio <= 4:
-        return _bin_sums(
-            x, image, sample_taps(rows, 0, sampling_ratio), sample_taps(cols, 0, sampling_ratio)
-        )
+        return sums(sample_taps(rows, 0, sampling_ratio), sample_taps(cols, 0, sampling_ratio))
     if sampling_ratio > 0:
         n_rows = n_cols = math.ceil(sampling_ratio / CHUNK)
     else:
-        n_rows, n_cols = max_chunks(rows.size, CHUNK), max_chunks(cols.size, CHUNK)
+        n_rows, n_cols = (max_chunks(size, CHUNK) for size in layout.bounds)
     need_rows, need_cols = needed if needed is not None else (n_rows, n_cols)
-    zeros = jnp.zeros((*image.shape, rows.base.shape[1], cols.base.shape[1], x.shape[-1]), x.dtype)
+    shape = (*layout.offset.shape, rows.base.shape[1], cols.base.shape[1], flat.shape[-1])
+    zeros = jnp.zeros(shape, flat.dtype)
 
     def add_row_chunk(m_row, total):
         row_taps = sample_taps(rows, m_row, CHUNK)
 
         def add_col_chunk(m_col, total):
             def add(total):
-                return total + _bin_sums(x, image, row_taps, sample_taps(cols, m_col, CHUNK))
+                return total + sums(row_taps, sample_taps(cols, m_col, CHUNK))
 
             return lax.cond(m_col < need_cols, jax.checkpoint(add), lambda t: t, total)
 
