@@ -3,11 +3,12 @@
     python benchmarks/bench.py --suite roi --json benchmarks/results_cpu_roi.json
 
 Cases, on the FPN levels of a Mask R-CNN batch (2 images of 800x1216, C = 256,
-P2 200x304 ... P5 25x38, float32), proposals with sides log-uniform in
-[16, 600] px: torchvision's box head (MultiScaleRoIAlign, 512 boxes per image,
-7x7, sampling_ratio 2), its mask head (64 boxes per image, 14x14) and
-detectron2's default pooler (ROIAlign with aligned=True and sampling_ratio=0 on
-each box's level, levels as detectron2 assigns them, one call per level).
+P2 200x304 ... P5 25x38, float32), proposals of sizes log-uniform in [16, 600]
+px and aspect ratios in [1/2, 2]: torchvision's box head (MultiScaleRoIAlign,
+512 boxes per image, 7x7, sampling_ratio 2), its mask head (64 boxes per
+image, 14x14) and detectron2's default pooler (ROIAlign with aligned=True and
+sampling_ratio=0 on each box's level, levels as detectron2 assigns them, one
+call per level).
 "fwd+bwd" differentiates w.r.t. the features. Each case also records XLA's
 memory analysis and what the compiled gradient contains.
 """
@@ -38,8 +39,11 @@ ROI_CASES = {
 
 
 def _boxes(rng, per_image):
-    """(2 * per_image, 5) rows, image by image: proposals inside the image."""
-    sides = np.exp(rng.uniform(np.log(16), np.log(600), (2, per_image, 2)))
+    """(2 * per_image, 5) rows, image by image: proposals inside the image, of sides
+    ``size * sqrt(aspect)`` and ``size / sqrt(aspect)``, aspect in [1/2, 2] as the anchors'."""
+    size = np.exp(rng.uniform(np.log(16), np.log(600), (2, per_image, 1)))
+    aspect = np.exp(rng.uniform(np.log(0.5), np.log(2), (2, per_image, 1)))
+    sides = np.concatenate([size * np.sqrt(aspect), size / np.sqrt(aspect)], -1)
     sides = np.minimum(sides, IMAGE[::-1])
     corner = rng.uniform(0, 1, (2, per_image, 2)) * (np.array(IMAGE[::-1]) - sides)
     coords = np.concatenate([corner, corner + sides], -1).reshape(-1, 4)

@@ -17,6 +17,8 @@ from jax import lax
 
 # Samples per axis taken at once with adaptive sampling: a bin of it reads 4 x 4 taps.
 CHUNK = 2
+# Chunks per axis of the short loops that adaptive sampling takes when they suffice.
+FEW_CHUNKS = 6
 
 
 class AxisSamples(NamedTuple):
@@ -204,9 +206,8 @@ def pooled_sums(
     A fixed ``sampling_ratio`` of at most 4 takes all samples at once. Otherwise
     the samples go in chunks of `CHUNK` per axis, over a static number of
     chunks with the ones no box needs skipped at run time (``needed``, the
-    chunks per axis, computed over every box of the call). Row chunks and
-    chunk pairs are rematerialised in the backward pass, so their residuals
-    are not kept per iteration.
+    chunks per axis, computed over every box of the call): `FEW_CHUNKS` per
+    axis when that is enough, else as many as the map may need.
     """
 
     def sums(row_taps: Taps, col_taps: Taps) -> jax.Array:
@@ -215,11 +216,27 @@ def pooled_sums(
     if 0 < sampling_ratio <= 4:
         return sums(sample_taps(rows, 0, sampling_ratio), sample_taps(cols, 0, sampling_ratio))
     if sampling_ratio > 0:
-        n_rows = n_cols = math.ceil(sampling_ratio / CHUNK)
-    else:
-        n_rows, n_cols = (max_chunks(size, CHUNK) for size in layout.bounds)
-    need_rows, need_cols = needed if needed is not None else (n_rows, n_cols)
-    shape = (*layout.offset.shape, rows.base.shape[1], cols.base.shape[1], flat.shape[-1])
+        n = math.ceil(sampling_ratio / CHUNK)
+        return _chunk_loops(sums, rows, cols, flat, (n, n), (n, n))
+    assert needed is not None
+    full = tuple(max_chunks(size, CHUNK) for size in layout.bounds)
+    few = tuple(min(n, FEW_CHUNKS) for n in full)
+    if few == full:
+        return _chunk_loops(sums, rows, cols, flat, full, needed)
+    # Each chunk skipped in the gradient still adds a zero map to the map's cotangent:
+    # boxes that need few chunks take loops that are short as well.
+    return lax.cond(
+        (needed[0] <= few[0]) & (needed[1] <= few[1]),
+        lambda: _chunk_loops(sums, rows, cols, flat, few, needed),
+        lambda: _chunk_loops(sums, rows, cols, flat, full, needed),
+    )
+
+
+def _chunk_loops(sums, rows: AxisSamples, cols: AxisSamples, flat: jax.Array, count, needed):
+    """The sum over ``count`` (static) row and column chunks, skipping those past ``needed``."""
+    n_rows, n_cols = count
+    need_rows, need_cols = needed
+    shape = (*rows.base.shape, cols.base.shape[1], flat.shape[-1])
     zeros = jnp.zeros(shape, flat.dtype)
 
     def add_row_chunk(m_row, total):
