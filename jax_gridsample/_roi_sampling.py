@@ -8,12 +8,15 @@ product of per-axis terms, so each axis' samples are computed once, as
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from jax_gridsample import _core
 
 # Samples per axis taken at once with adaptive sampling: a bin of it reads 4 x 4 taps.
 CHUNK = 2
@@ -108,16 +111,19 @@ def sample_taps(axis: AxisSamples, chunk: jax.Array | int, width: int) -> Taps:
     return Taps(low, high, 1 - w_high, w_high, valid)
 
 
-def _bin_sums(flat: jax.Array, offset: jax.Array, rows: Taps, cols: Taps, width: jax.Array):
+def _bin_sums(
+    flat: jax.Array, offset: jax.Array, rows: Taps, cols: Taps, width: jax.Array, stacked: bool
+) -> jax.Array:
     """Sum over one chunk's samples of each bin: (K, PH, PW, C).
 
     Box k reads the (H_k, W_k) map stored row-major from row ``offset[k]`` of
     ``flat`` (M, C), ``width`` (K, 1) holding W_k.
 
     Each sample adds ((w1 v1 + w2 v2) + w3 v3) + w4 v4, in torchvision's order;
-    a dropped sample reads nothing. One gather reads every tap, so the gradient
-    is one scatter-add: XLA CPU's fused sums of one scatter-add per tap gave
-    wrong input gradients under `jit`. It holds 4 * S * S values per bin.
+    a dropped sample reads nothing. ``stacked`` reads every tap with one gather,
+    holding 4 * S * S values per bin, so that the gradient is one scatter-add:
+    XLA CPU's fused sums of one scatter-add per tap gave wrong input gradients
+    under `jit`. Otherwise one gather per tap fuses with the sum (the value).
     """
     offset, width = offset[:, None, None], width[:, :, None]
     indices, weights = [], []
@@ -127,7 +133,10 @@ def _bin_sums(flat: jax.Array, offset: jax.Array, rows: Taps, cols: Taps, width:
                 for c, wc in ((cols.low, cols.w_low), (cols.high, cols.w_high)):
                     indices.append(offset + r[:, :, None, sy] * width + c[:, None, :, sx])
                     weights.append(wr[:, :, None, sy] * wc[:, None, :, sx])
-    values = jnp.take(flat, jnp.stack(indices), axis=0, mode="clip")
+    if stacked:
+        values = jnp.take(flat, jnp.stack(indices), axis=0, mode="clip")
+    else:
+        values = [jnp.take(flat, i, axis=0, mode="clip") for i in indices]
     total = None
     for s in range(len(indices) // 4):
         term = None
@@ -141,6 +150,12 @@ def _bin_sums(flat: jax.Array, offset: jax.Array, rows: Taps, cols: Taps, width:
         total = term if total is None else total + term
     assert total is not None
     return total
+
+
+# Values from fused per-tap gathers, derivatives from the one stacked gather.
+_SUMS = _core.value_and_derivatives(
+    functools.partial(_bin_sums, stacked=False), functools.partial(_bin_sums, stacked=True)
+)
 
 
 class Layout(NamedTuple):
@@ -211,7 +226,7 @@ def pooled_sums(
     """
 
     def sums(row_taps: Taps, col_taps: Taps) -> jax.Array:
-        return _bin_sums(flat, layout.offset, row_taps, col_taps, layout.width)
+        return _SUMS(flat, layout.offset, row_taps, col_taps, layout.width)
 
     if 0 < sampling_ratio <= 4:
         return sums(sample_taps(rows, 0, sampling_ratio), sample_taps(cols, 0, sampling_ratio))
