@@ -76,16 +76,15 @@ def bench_roi_case(name, spec, args, torch, tdev):
     jcot = jnp.asarray(cot)
     if detectron2:
         levels = detectron2_levels(rows)
-        picks = [np.flatnonzero(levels == i) for i in range(len(LEVELS))]
-        order = np.concatenate(picks)
-        level_rows = [jnp.asarray(rows[p]) for p in picks]
+        # Both sides give the boxes level by level, in that order.
+        level_rows = [jnp.asarray(rows[levels == i]) for i in range(len(LEVELS))]
 
         def ours(fs):
             parts = [
                 roi_align(f, r, out, 1 / 2 ** (i + 2), ratio, True)
                 for i, (f, r) in enumerate(zip(fs, level_rows, strict=True))
             ]
-            return jnp.concatenate(parts)[np.argsort(order)]
+            return jnp.concatenate(parts)
 
     else:
         jrows = jnp.asarray(rows)
@@ -123,16 +122,14 @@ def _torchvision_fns(torch, tdev, feats, rows, cot, spec):
     tcot = torch.tensor(cot, device=tdev)
     if detectron2:
         levels = detectron2_levels(rows)
-        picks = [np.flatnonzero(levels == i) for i in range(len(LEVELS))]
-        level_rows = [torch.tensor(rows[p], device=tdev) for p in picks]
-        index = [torch.tensor(p, device=tdev) for p in picks]
+        level_rows = [torch.tensor(rows[levels == i], device=tdev) for i in range(len(LEVELS))]
 
         def pool():
-            result = torch.zeros(len(rows), CHANNELS, out, out, device=tdev)
-            for i, (f, r) in enumerate(zip(tfeats, level_rows, strict=True)):
-                scale = 1 / 2 ** (i + 2)
-                result[index[i]] = torchvision.ops.roi_align(f, r, out, scale, ratio, True)
-            return result
+            parts = [
+                torchvision.ops.roi_align(f, r, out, 1 / 2 ** (i + 2), ratio, True)
+                for i, (f, r) in enumerate(zip(tfeats, level_rows, strict=True))
+            ]
+            return torch.cat(parts)
 
     else:
         names = [f"p{i + 2}" for i in range(len(LEVELS))]
