@@ -150,7 +150,11 @@ def _layout(
     level = jnp.maximum(level, 0)
 
     def pick(values, dtype):
-        return jnp.asarray(np.asarray(values), dtype)[level]
+        # A select per level, not a gather, so that a batch-sharded level array stays local.
+        out = jnp.zeros(level.shape, dtype)
+        for i, value in enumerate(values):
+            out = jnp.where(level == i, jnp.asarray(value, dtype), out)
+        return out
 
     offset = pick(starts, jnp.int32) + image * pick(sizes, jnp.int32)
     height = pick([s[1] for s in shapes], jnp.int32)[:, None]

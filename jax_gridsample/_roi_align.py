@@ -169,11 +169,16 @@ def _check_dtype(name: str, boxes: jax.Array, input: jax.Array) -> None:  # noqa
 
 
 def single_map(x: jax.Array, image: jax.Array, spatial_scale: float) -> tuple:
-    """The flat buffer and layout of boxes on images ``image`` (K,) of one map (N, H, W, C)."""
+    """The flat buffer of one map (N, H, W, C) and the layout of boxes on images ``image``."""
     n, h, w, c = x.shape
+    return x.reshape(n * h * w, c), map_layout((h, w), image, spatial_scale)
+
+
+def map_layout(size: tuple[int, int], image: jax.Array, spatial_scale: float) -> Layout:
+    """Where boxes on images ``image`` (K,) of one map of ``size`` (H, W) read it."""
+    h, w = size
     full = functools.partial(jnp.full, (image.shape[0], 1), dtype=jnp.int32)
-    layout = Layout(image * (h * w), full(h), full(w), spatial_scale, (h, w))
-    return x.reshape(n * h * w, c), layout
+    return Layout(image * (h * w), full(h), full(w), spatial_scale, (h, w))
 
 
 @functools.partial(jax.jit, static_argnames="options")
@@ -193,7 +198,7 @@ def _batched(x: jax.Array, boxes: jax.Array, options: tuple) -> jax.Array:
     size, spatial_scale, sampling_ratio, aligned = options
     sampling = (size, sampling_ratio, aligned)
     image = jnp.zeros(boxes.shape[1], jnp.int32)
-    _, layout = single_map(x[:1], image, spatial_scale)
+    layout = map_layout((x.shape[1], x.shape[2]), image, spatial_scale)
     rows, cols, _ = jax.vmap(lambda b: box_samples(b, layout, sampling))(boxes)
     # The chunk counts are taken over every image so that the skipping stays a conditional.
     needed = needed_chunks(rows, cols, sampling_ratio)

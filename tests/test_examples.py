@@ -51,6 +51,7 @@ def test_paste_masks_diamond_area():
     np.testing.assert_allclose(pasted[99, 100:200], 0.25 * mask[0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_spatial_transformer_quick_run_learns(tmp_path):
     for module in ("flax", "optax", "sklearn", "matplotlib"):
         pytest.importorskip(module)

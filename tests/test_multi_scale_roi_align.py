@@ -111,6 +111,7 @@ def test_box_formats_and_channels_last_agree_with_the_rows_format():
     np.testing.assert_allclose(np.moveaxis(np.asarray(last), -1, 2), want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_a_box_with_a_non_finite_coordinate_places_no_sample():
     rois, expected = DATA["float64/rois"], DATA["float64/ratio2/value"]
     bad = rois.copy()
@@ -141,6 +142,7 @@ def test_half_types_pick_levels_and_pool_in_float32(dtype):
     np.testing.assert_allclose(np.asarray(out, np.float32), want, rtol=tol, atol=tol)
 
 
+@pytest.mark.slow
 def test_no_boxes_jvp_and_box_gradients():
     xs = features()
     assert multi_scale_roi_align(xs, np.zeros((0, 5)), 2, 2, IMAGE).shape == (0, 3, 2, 2)
