@@ -225,6 +225,9 @@ def test_bad_arguments():
         roi_align(x, rois, 2, aligned=1)
     with pytest.raises(TypeError, match="sampling_ratio must be an int"):
         roi_align(x, rois, 2, sampling_ratio=2.0)
+    huge = jax.ShapeDtypeStruct((2**15, 1, 2**8, 2**8), np.float32)  # 2**31 pixels
+    with pytest.raises(ValueError, match=r"at most 2\*\*31 - 1 pixels .* got 2147483648"):
+        jax.eval_shape(lambda a: roi_align(a, rois, 2), huge)
 
 
 def test_non_finite_input_values():
