@@ -427,6 +427,11 @@ def _separable_plot_path(path):
     return f"{stem}_separable.{ext}" if dot else f"{path}_separable"
 
 
+def median_cell(timings, key, width):
+    """The median of ``timings[key]`` in ms, or a dash, ``width`` characters wide."""
+    return f"{timings[key]['median_ms']:{width}.2f}" if key in timings else f"{'-':>{width}s}"
+
+
 def _separable_table(args, torch, tdev):
     names = [
         n for n in SEPARABLE_CASES if args.suite in ("all", "separable") and _selected(n, args)
@@ -443,7 +448,7 @@ def _separable_table(args, torch, tdev):
         rows.append(r)
         t = r["timings"]
         cells = [
-            f"{t[k]['median_ms']:8.2f}" if k in t else f"{'-':>8s}"
+            median_cell(t, k, 8)
             for tag in ("forward", "fwd+bwd")
             for k in (f"separable {tag}", f"expanded {tag}", f"torch {tag}")
         ]

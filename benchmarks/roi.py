@@ -22,7 +22,7 @@ from collections import OrderedDict
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench import _compile, _run
+from bench import _compile, _run, median_cell
 
 from jax_gridsample import multi_scale_roi_align, roi_align
 
@@ -162,16 +162,10 @@ def roi_table(args, torch, tdev, selected):
         r = bench_roi_case(name, ROI_CASES[name], args, torch, tdev)
         rows.append(r)
         t = r["timings"]
-        cells = [
-            f"{t[k]['median_ms']:9.2f}" if k in t else f"{'-':>9s}"
-            for k in ("ours forward", "torch forward")
-        ]
-        cells.append(f"{r.get('ratio forward', math.nan):6.2f}")
-        cells += [
-            f"{t[k]['median_ms']:9.2f}" if k in t else f"{'-':>9s}"
-            for k in ("ours fwd+bwd", "torch fwd+bwd")
-        ]
-        cells.append(f"{r.get('ratio fwd+bwd', math.nan):6.2f}")
+        cells = []
+        for tag in ("forward", "fwd+bwd"):
+            cells += [median_cell(t, f"ours {tag}", 9), median_cell(t, f"torch {tag}", 9)]
+            cells.append(f"{r.get(f'ratio {tag}', math.nan):6.2f}")
         mem = r["memory"]
         cells.append(f"{mem['forward']['temp_mib']:8.0f}, {mem['fwd+bwd']['temp_mib']:8.0f}")
         print(f"{name:34s} {' '.join(cells)}", flush=True)
