@@ -43,7 +43,7 @@ def _in_range(index: jax.Array, size: int) -> jax.Array:
 
 
 def _linear_tap(
-    x: jax.Array, size: int, padding_mode: str, align_corners: bool, k: jax.Array
+    x: jax.Array, size: int, padding_mode: str, align_corners: bool, k: int | jax.Array
 ) -> Tap:
     x = PADDING_FNS[padding_mode](x, size, align_corners)
     x0 = jnp.floor(x)
@@ -52,12 +52,15 @@ def _linear_tap(
     # rounding error (an ulp; it may even be a hair below 0). x0, the pixel
     # and the side of the derivative, still come from the rounded x.
     frac = x - x0
-    index = x0 + k.astype(x.dtype)
-    return Tap(index, jnp.where(k == 0, 1.0 - frac, frac), _in_range(index, size))
+    if isinstance(k, int):
+        index, weight = x0 + k, 1.0 - frac if k == 0 else frac
+    else:
+        index, weight = x0 + k.astype(x.dtype), jnp.where(k == 0, 1.0 - frac, frac)
+    return Tap(index, weight, _in_range(index, size))
 
 
 def _nearest_tap(
-    x: jax.Array, size: int, padding_mode: str, align_corners: bool, k: jax.Array
+    x: jax.Array, size: int, padding_mode: str, align_corners: bool, k: int | jax.Array
 ) -> Tap:
     del k  # one tap
     # Round half to even *after* padding, then mask (as torch, pytorch/pytorch#149013).
@@ -65,31 +68,45 @@ def _nearest_tap(
     return Tap(index, None, _in_range(index, size))
 
 
-def _cubic_weight(s: jax.Array, near: jax.Array) -> jax.Array:
+def _cubic_weight(s: jax.Array, near: bool | jax.Array) -> jax.Array:
     """Cubic-convolution weight at distance ``s``: ``|s| <= 1`` if ``near``."""
-    near_w = ((_A + 2.0) * s - (_A + 3.0)) * s * s + 1.0
-    far_w = ((_A * s - 5.0 * _A) * s + 8.0 * _A) * s - 4.0 * _A
-    return jnp.where(near, near_w, far_w)
+    if isinstance(near, bool):
+        return _near_weight(s) if near else _far_weight(s)
+    return jnp.where(near, _near_weight(s), _far_weight(s))
+
+
+def _near_weight(s: jax.Array) -> jax.Array:
+    return ((_A + 2.0) * s - (_A + 3.0)) * s * s + 1.0
+
+
+def _far_weight(s: jax.Array) -> jax.Array:
+    return ((_A * s - 5.0 * _A) * s + 8.0 * _A) * s - 4.0 * _A
 
 
 def _cubic_tap(
-    x: jax.Array, size: int, padding_mode: str, align_corners: bool, k: jax.Array
+    x: jax.Array, size: int, padding_mode: str, align_corners: bool, k: int | jax.Array
 ) -> Tap:
     # Taps at offsets -1, 0, 1, 2 from floor(x). The centre is not padded;
     # each tap is, independently, so border and reflection can overshoot near
     # the edge (as torch).
     x0 = jnp.floor(x)
     t = x - x0
-    kf = k.astype(x.dtype)
     # Distance from x to the tap: t + 1, t, 1 - t, 2 - t.
-    weight = _cubic_weight(jnp.where(k < 2, t + (1.0 - kf), (kf - 1.0) - t), (k == 1) | (k == 2))
+    if isinstance(k, int):
+        weight = _cubic_weight(t + (1.0 - k) if k < 2 else (k - 1.0) - t, k in (1, 2))
+        kf = float(k)
+    else:
+        kf = k.astype(x.dtype)
+        distance = jnp.where(k < 2, t + (1.0 - kf), (kf - 1.0) - t)
+        weight = _cubic_weight(distance, (k == 1) | (k == 2))
     index = PADDING_FNS[padding_mode](x0 + (kf - 1.0), size, align_corners)
     # A non-finite centre makes the weights NaN: the output is NaN, but no
     # tap is read, so the gradient w.r.t. the input stays finite.
     return Tap(index, weight, _in_range(index, size) & jnp.isfinite(x))
 
 
-TapFn = Callable[[jax.Array, int, str, bool, jax.Array], Tap]
+# Tap ``k`` of an axis; a Python int ``k`` (a static tap) traces only that tap's terms.
+TapFn = Callable[[jax.Array, int, str, bool, "int | jax.Array"], Tap]
 
 # Interpolation mode -> (taps per axis, function giving tap ``k`` of an axis).
 TAP_FNS: dict[str, tuple[int, TapFn]] = {
@@ -105,20 +122,19 @@ def num_corners(mode: str, ndim: int) -> int:
 
 
 def _corner(
-    coords: list[jax.Array],
+    tap: Callable[[int, int | jax.Array], Tap],
     spatial: tuple[int, ...],
-    corner: jax.Array,
-    mode: str,
-    padding_mode: str,
-    align_corners: bool,
+    num_taps: int,
+    corner: int | jax.Array,
 ) -> tuple[jax.Array, jax.Array | None]:
     """Flat offset and weight of stencil corner number ``corner`` for every point.
 
     Args:
-      coords: per spatial axis, `(P,)` unnormalised coordinates.
+      tap: ``tap(axis, k)`` is tap ``k`` of spatial axis ``axis`` (`Tap`).
       spatial: the input's spatial shape.
-      corner: int32 scalar in ``[0, T ** d)``; its base-``T`` digits pick
-        the tap of each axis (last axis fastest).
+      num_taps: ``T``, the taps per axis.
+      corner: int, or int32 scalar, in ``[0, T ** d)``; its base-``T`` digits
+        pick the tap of each axis (last axis fastest).
 
     Returns:
       `(P,)` int32 offsets into the input flattened over ``spatial``;
@@ -126,17 +142,16 @@ def _corner(
       pixel or a fill-mode read, see `_accumulate_corners`); and `(P,)`
       weights, or None for nearest.
     """
-    num_taps, tap_fn = TAP_FNS[mode]
     offset, weight, valid = 0, None, True
     stride = 1
     for axis in reversed(range(len(spatial))):
-        tap = tap_fn(coords[axis], spatial[axis], padding_mode, align_corners, corner % num_taps)
+        t = tap(axis, corner % num_taps)
         corner = corner // num_taps
-        offset = offset + jnp.where(tap.valid, tap.position, 0.0).astype(jnp.int32) * stride
-        valid = valid & tap.valid
+        offset = offset + jnp.where(t.valid, t.position, 0.0).astype(jnp.int32) * stride
+        valid = valid & t.valid
         stride *= spatial[axis]
-        if tap.weight is not None:
-            weight = tap.weight if weight is None else tap.weight * weight
+        if t.weight is not None:
+            weight = t.weight if weight is None else t.weight * weight
     return jnp.where(valid, offset, stride), weight
 
 
@@ -188,19 +203,28 @@ def sample_one(
         unnormalize(points[:, ndim - 1 - axis], size, align_corners, ndim)
         for axis, size in enumerate(spatial)
     ]
-    corner = functools.partial(
-        _corner, coords, spatial, mode=mode, padding_mode=padding_mode, align_corners=align_corners
-    )
+    num_taps, tap_fn = TAP_FNS[mode]
+    static: dict[tuple[int, int], Tap] = {}
+
+    def tap(axis: int, k: int | jax.Array) -> Tap:
+        # The fused corners share their axes' static taps: each traced once.
+        if not isinstance(k, int):
+            return tap_fn(coords[axis], spatial[axis], padding_mode, align_corners, k)
+        if (axis, k) not in static:
+            static[axis, k] = tap_fn(coords[axis], spatial[axis], padding_mode, align_corners, k)
+        return static[axis, k]
+
+    corner = functools.partial(_corner, tap, spatial, num_taps)
 
     channels = inp.shape[-1] if channels_last else inp.shape[0]
     flat = inp.reshape(-1, channels) if channels_last else inp.reshape(channels, -1)
     k = num_corners(mode, ndim)
     if k == 1:  # nearest: one gather, invalid points read 0
-        index, _ = corner(jnp.int32(0))
+        index, _ = corner(0)
         out = _take(flat, index, channels_last, mode="fill", fill_value=0)
     else:
 
-        def weighted_corner(number: jax.Array) -> tuple[jax.Array, jax.Array]:
+        def weighted_corner(number: int | jax.Array) -> tuple[jax.Array, jax.Array]:
             offset, weight = corner(number)
             assert weight is not None  # only nearest has no weights
             return offset, weight
@@ -213,7 +237,7 @@ def sample_one(
 
 def _accumulate_corners(
     flat: jax.Array,
-    corner: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    corner: Callable[[int | jax.Array], tuple[jax.Array, jax.Array]],
     count: int,
     channels_last: bool,
     formulation: str,
@@ -244,7 +268,7 @@ def _accumulate_corners(
             # stored.
             offsets, weights = jax.lax.map(corner, jnp.arange(count, dtype=jnp.int32))
         else:
-            offsets, weights = zip(*(corner(jnp.int32(k)) for k in range(count)), strict=True)
+            offsets, weights = zip(*(corner(k) for k in range(count)), strict=True)
         # Invalid corners (offset L) read 0 from a fill-mode gather: no copy
         # of the input.
         terms = (

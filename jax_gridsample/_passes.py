@@ -43,10 +43,7 @@ def axis_taps(v: jax.Array, size: int, config: Config, ndim: int) -> Axis:
     """The taps of coordinates ``v`` along an input axis of ``size`` pixels (``ndim`` axes)."""
     num, tap_fn = TAP_FNS[config.mode]
     coords = unnormalize(v, size, config.align_corners, ndim)
-    taps = [
-        tap_fn(coords, size, config.padding_mode, config.align_corners, jnp.int32(k))
-        for k in range(num)
-    ]
+    taps = [tap_fn(coords, size, config.padding_mode, config.align_corners, k) for k in range(num)]
     positions = [jnp.where(t.valid, t.position, size).astype(jnp.int32) for t in taps]
     weights = [t.weight for t in taps if t.weight is not None]
     if not weights:  # nearest
