@@ -1,13 +1,14 @@
 """Same-process A/B: this checkout's jax_gridsample against another git revision's.
 
-    python benchmarks/ab.py --base HEAD~1 [--cases mask,stn] [--repeats 21]
+    python benchmarks/ab.py --base HEAD~1 [--suite all] [--cases mask,stn] [--repeats 21]
 
 The base revision's package is extracted with `git archive` into a temporary
 directory and imported under another name, so both versions run in one
 process on the same arrays; their samples alternate (A, B, B, A, ...), each
 after one untimed call. Prints medians, interquartile ranges and the ratio
-new/base per case of `bench.py`, forward and fwd+bwd, and writes them as JSON
-with `--json`. Use it to show that a change did not slow a case down: the
+new/base per case of `bench.py` (`grid_sample`'s, and with `--suite separable`
+or `all` `grid_sample_separable`'s), forward and fwd+bwd, and writes them as
+JSON with `--json`. Use it to show that a change did not slow a case down: the
 medians of two separate `bench.py` runs on this shared machine vary by more
 than most changes.
 """
@@ -26,7 +27,8 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
-from bench import CASES, _inputs, _stats, _time
+import numpy as np
+from bench import CASES, SEPARABLE_CASES, _inputs, _stats, _time
 
 import jax_gridsample
 
@@ -56,17 +58,54 @@ def _compiled(module, spec, nhwc, arrays):
     def f(a, b):
         return module.grid_sample(a, b, mode, pad, align, channel_axis=-1 if nhwc else 1)
 
-    def loss(a, b):
-        return jnp.sum(f(a, b) * ct)
+    return _pair(f, ct, x, g)
 
-    fwd = jax.jit(f).lower(x, g).compile()
-    bwd = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, g).compile()
-    return {"forward": lambda: fwd(x, g), "fwd+bwd": lambda: bwd(x, g)}
+
+def _compiled_separable(module, spec, arrays):
+    mode, pad = spec[2:4]
+    x, ax, ay, ct = arrays
+
+    def f(a, x_axis, y_axis):
+        return module.grid_sample_separable(a, (x_axis, y_axis), mode, pad, False)
+
+    return _pair(f, ct, x, ax, ay)
+
+
+def _pair(f, ct, *args):
+    """``f`` and the gradient of ``sum(f * ct)`` w.r.t. every argument, compiled."""
+
+    def loss(*a):
+        return jnp.sum(f(*a) * ct)
+
+    fwd = jax.jit(f).lower(*args).compile()
+    bwd = jax.jit(jax.grad(loss, argnums=tuple(range(len(args))))).lower(*args).compile()
+    return {"forward": lambda: fwd(*args), "fwd+bwd": lambda: bwd(*args)}
+
+
+def _grid_cases():
+    for name, spec in CASES.items():
+        nhwc = "NHWC" in name
+        x, g, ct = (jnp.asarray(a) for a in _inputs(spec[0], spec[1]))
+        if nhwc:
+            x, ct = jnp.moveaxis(x, 1, -1), jnp.moveaxis(ct, 1, -1)
+        yield name, lambda m, s=spec, n=nhwc, a=(x, g, ct): _compiled(m, s, n, a)
+
+
+def _separable_cases():
+    for name, spec in SEPARABLE_CASES.items():
+        shape, out, make_axes = spec[0], spec[1], spec[4]
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(shape).astype(np.float32)
+        ax, ay = (a.astype(np.float32) for a in make_axes(rng, shape[0], out[1], out[0]))
+        ct = rng.standard_normal(shape[:2] + out).astype(np.float32)
+        arrays = tuple(jnp.asarray(a) for a in (x, ax, ay, ct))
+        yield f"separable {name}", lambda m, s=spec, a=arrays: _compiled_separable(m, s, a)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", required=True, help="git revision to compare against")
+    parser.add_argument("--suite", choices=("grid", "separable", "all"), default="grid")
     parser.add_argument("--cases", default="", help="comma-separated substrings to select")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--inner", type=int, default=3)
@@ -75,16 +114,16 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         base = _import_revision(args.base, pathlib.Path(tmp))
         results = []
-        print(f"{'case':38s} {'tag':8s} {'base ms':>9s} {'new ms':>9s} {'new/base':>8s}")
-        for name, spec in CASES.items():
+        print(f"{'case':48s} {'tag':8s} {'base ms':>9s} {'new ms':>9s} {'new/base':>8s}")
+        cases = []
+        if args.suite in ("grid", "all"):
+            cases.append(_grid_cases())
+        if args.suite in ("separable", "all"):
+            cases.append(_separable_cases())
+        for name, compiled in (c for suite in cases for c in suite):
             if args.cases and not any(s in name for s in args.cases.split(",")):
                 continue
-            nhwc = "NHWC" in name
-            x, g, ct = (jnp.asarray(a) for a in _inputs(spec[0], spec[1]))
-            if nhwc:
-                x, ct = jnp.moveaxis(x, 1, -1), jnp.moveaxis(ct, 1, -1)
-            fns = {"base": _compiled(base, spec, nhwc, (x, g, ct))}
-            fns["new"] = _compiled(jax_gridsample, spec, nhwc, (x, g, ct))
+            fns = {"base": compiled(base), "new": compiled(jax_gridsample)}
             for tag in ("forward", "fwd+bwd"):
                 pair = {k: v[tag] for k, v in fns.items()}
                 samples = {k: [] for k in pair}
@@ -98,12 +137,17 @@ def main():
                 ratio = stats["new"]["median_ms"] / stats["base"]["median_ms"]
                 results.append({"case": name, "tag": tag, **stats, "ratio": ratio})
                 print(
-                    f"{name:38s} {tag:8s} {stats['base']['median_ms']:9.3f} "
+                    f"{name:48s} {tag:8s} {stats['base']['median_ms']:9.3f} "
                     f"{stats['new']['median_ms']:9.3f} {ratio:8.2f}",
                     flush=True,
                 )
     if args.json:
-        env = {"jax": jax.__version__, "base": args.base, "repeats": args.repeats}
+        env = {
+            "jax": jax.__version__,
+            "base": args.base,
+            "repeats": args.repeats,
+            "inner": args.inner,
+        }
         with open(args.json, "w") as f:
             json.dump({"env": env, "results": results}, f, indent=1)
 

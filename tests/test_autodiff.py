@@ -38,7 +38,14 @@ def _smooth_grid(rng, spatial, out, align):
     return np.stack(comps, -1)[None]
 
 
-@pytest.mark.parametrize("ndim,mode,pad,align", COMBOS, ids=IDS)
+# On `_smooth_grid`'s points every bilinear and nearest tap is inside the
+# input, so their padding never acts: zeros stands for all three there.
+SMOOTH_COMBOS = [c for c in COMBOS if c[1] == "bicubic" or c[2] == "zeros"]
+
+
+@pytest.mark.parametrize(
+    "ndim,mode,pad,align", SMOOTH_COMBOS, ids=[IDS[COMBOS.index(c)] for c in SMOOTH_COMBOS]
+)
 def test_check_grads_float64(ndim, mode, pad, align):
     rng = np.random.default_rng(0)
     spatial = (3, 4, 5)[-ndim:]

@@ -37,18 +37,56 @@ def to_layout(a, layout):
     return np.moveaxis(a, 1, -1) if layout == -1 else a
 
 
-def check_grid_sample_group(cases, arrays, indices, *, what):
+def batched_calls(data, options, names):
+    """Cases with the same options and array shapes, as one call each.
+
+    Returns ``{(options, shapes): positions in data}``. A call concatenates
+    its cases along the batch; each example is sampled on its own, so the
+    program holds one sampler per options (and layout), not one per case.
+    """
+    calls = collections.defaultdict(list)
+    for k, (d, opts) in enumerate(zip(data, options, strict=True)):
+        calls[opts, tuple(d[n].shape[1:] for n in names)].append(k)
+    return calls
+
+
+def concatenated(data, calls, names, dtype):
+    """Per call, the arrays ``names`` of its cases concatenated along the batch."""
+    return [
+        tuple(as_jax(np.concatenate([data[k][n] for k in ks]), dtype) for n in names)
+        for ks in calls.values()
+    ]
+
+
+def per_case(data, calls, results):
+    """``results`` (per call and layout, a tuple of batched arrays) split into the cases'.
+
+    Yields, per case in ``data``'s order and layout, its tuple of arrays.
+    """
+    parts, results = {}, iter(results)
+    for ks in calls.values():
+        sizes = np.cumsum([len(data[k]["input"]) for k in ks])[:-1]
+        for layout in LAYOUTS:
+            split = (np.split(np.asarray(a), sizes) for a in next(results))
+            for k, part in zip(ks, zip(*split, strict=True), strict=True):
+                parts[k, layout] = part
+    return iter(parts[k, layout] for k in range(len(data)) for layout in LAYOUTS)
+
+
+def check_grid_sample_group(cases, arrays, indices):
     """Values and both gradients of ``cases[indices]`` against torch, both layouts."""
     dtype = cases[indices[0]]["dtype"]
+    data = [arrays(i) for i in indices]
+    names = ("input", "grid", "cotangent")
     options = [
         (cases[i]["mode"], cases[i]["padding_mode"], cases[i]["align_corners"]) for i in indices
     ]
-    data = [arrays(i) for i in indices]
+    calls = batched_calls(data, options, names)
 
     @jax.jit
     def run(batch):
         got = []
-        for (x, g, ct), opts in zip(batch, options, strict=True):
+        for (opts, _), (x, g, ct) in zip(calls, batch, strict=True):
             for layout in LAYOUTS:
 
                 def f(a, b, opts=opts, layout=layout):
@@ -59,8 +97,7 @@ def check_grid_sample_group(cases, arrays, indices, *, what):
         return got
 
     with x64_if(dtype):
-        batch = [tuple(as_jax(d[k], dtype) for k in ("input", "grid", "cotangent")) for d in data]
-        results = iter(run(batch))
+        results = per_case(data, calls, run(concatenated(data, calls, names, dtype)))
     for i, d in zip(indices, data, strict=True):
         exact = cases[i]["mode"] == "nearest"
         for layout in LAYOUTS:
@@ -94,7 +131,7 @@ MATRIX_GROUPS = groups(MATRIX, 5)  # (rank, mode, dtype, shape): the grid kinds 
 )
 def test_matrix(indices):
     """Every mode x padding x align_corners x rank x dtype x shape x grid kind x layout."""
-    check_grid_sample_group(MATRIX, MATRIX_ARRAYS, indices, what="matrix")
+    check_grid_sample_group(MATRIX, MATRIX_ARRAYS, indices)
 
 
 HALF_GROUPS = groups(HALF)
@@ -102,7 +139,7 @@ HALF_GROUPS = groups(HALF)
 
 @pytest.mark.parametrize("indices", [g for _, g in HALF_GROUPS], ids=[k for k, _ in HALF_GROUPS])
 def test_half_dtypes(indices):
-    check_grid_sample_group(HALF, HALF_ARRAYS, indices, what="half")
+    check_grid_sample_group(HALF, HALF_ARRAYS, indices)
 
 
 HOSTILE_GROUPS = groups(HOSTILE)
@@ -112,7 +149,7 @@ HOSTILE_GROUPS = groups(HOSTILE)
     "indices", [g for _, g in HOSTILE_GROUPS], ids=[k for k, _ in HOSTILE_GROUPS]
 )
 def test_nonfinite_and_huge_grids(indices):
-    check_grid_sample_group(HOSTILE, HOSTILE_ARRAYS, indices, what="hostile")
+    check_grid_sample_group(HOSTILE, HOSTILE_ARRAYS, indices)
 
 
 PIXEL_GROUPS = groups(PIXEL, -1)  # (rank, mode, dtype, grid set)
@@ -126,7 +163,7 @@ def test_exact_pixel_positions(indices):
     and the side of bilinear's one-sided derivatives, so these match torch
     only if every rounding is torch's, under jit.
     """
-    check_grid_sample_group(PIXEL, PIXEL_ARRAYS, indices, what="pixel")
+    check_grid_sample_group(PIXEL, PIXEL_ARRAYS, indices)
 
 
 SEPARABLE_GROUPS = groups(SEPARABLE)
@@ -139,34 +176,32 @@ def test_separable(indices):
     """grid_sample_separable against torch's grid_sample on the expanded grid, both layouts."""
     dtype = SEPARABLE[indices[0]]["dtype"]
     data = [SEPARABLE_ARRAYS(i) for i in indices]
-    names = [[k for k in "xyz" if k in d] for d in data]
+    axes = [k for k in "xyz" if k in data[0]]
+    names = ("input", "cotangent", *axes)
     options = [
         tuple(SEPARABLE[i][k] for k in ("mode", "padding_mode", "align_corners")) for i in indices
     ]
+    calls = batched_calls(data, options, names)
 
     @jax.jit
     def run(batch):
         got = []
-        for (x, ct, *axes), opts in zip(batch, options, strict=True):
+        for (opts, _), (x, ct, *vectors) in zip(calls, batch, strict=True):
             for layout in LAYOUTS:
 
-                def f(x, *axes, opts=opts, layout=layout):
-                    return grid_sample_separable(x, axes, *opts, channel_axis=layout)
+                def f(x, *vectors, opts=opts, layout=layout):
+                    return grid_sample_separable(x, vectors, *opts, channel_axis=layout)
 
-                out, vjp = jax.vjp(f, to_layout(x, layout), *axes)
-                got.append((out, vjp(to_layout(ct, layout))))
+                out, vjp = jax.vjp(f, to_layout(x, layout), *vectors)
+                got.append((out, *vjp(to_layout(ct, layout))))
         return got
 
     with x64_if(dtype):
-        batch = [
-            tuple(as_jax(d[k], dtype) for k in ("input", "cotangent", *n))
-            for d, n in zip(data, names, strict=True)
-        ]
-        results = iter(run(batch))
-    for i, d, n in zip(indices, data, names, strict=True):
+        results = per_case(data, calls, run(concatenated(data, calls, names, dtype)))
+    for i, d in zip(indices, data, strict=True):
         exact = SEPARABLE[i]["mode"] == "nearest"
         for layout in LAYOUTS:
-            out, grads = next(results)
+            out, *grads = next(results)
             label = f"{SEPARABLE[i]['id']} channel_axis={layout}"
             assert_close(
                 out, to_layout(d["out"], layout), dtype, what=f"{label} output", exact=exact
@@ -174,7 +209,7 @@ def test_separable(indices):
             assert_close(
                 grads[0], to_layout(d["grad_input"], layout), dtype, what=f"{label} grad_input"
             )
-            for name, g in zip(n, grads[1:], strict=True):
+            for name, g in zip(axes, grads[1:], strict=True):
                 assert_close(g, d[f"grad_{name}"], dtype, what=f"{label} grad_{name}", exact=exact)
 
 

@@ -404,21 +404,23 @@ def test_jvp_vjp_consistent_and_hessian_equals_expanded():
         def loss(f):
             return lambda *axes: jnp.sum(jnp.sin(f(axes)))
 
-        sep = loss(lambda a: grid_sample_separable(x, a, "bicubic", "border", False))
-        ref = loss(lambda a: grid_sample(x, expand(a), "bicubic", "border", False))
-        h_sep = jax.hessian(sep, argnums=(0, 1))(*axes)
-        h_ref = jax.hessian(ref, argnums=(0, 1))(*axes)
-        for a, b in zip(jax.tree.leaves(h_sep), jax.tree.leaves(h_ref), strict=True):
-            assert_close(a, b, "float64", what="hessian")
-
-        tangents = tuple(jnp.asarray(rng.standard_normal(a.shape)) for a in (x, *axes))
-
         def f(x, *axes):
             return grid_sample_separable(x, axes, "bilinear", "reflection", True)
 
-        out_, t_out = jax.jvp(f, (x, *axes), tangents)
-        ct = jnp.asarray(rng.standard_normal(out_.shape))
-        cts = jax.vjp(f, x, *axes)[1](ct)
+        tangents = tuple(jnp.asarray(rng.standard_normal(a.shape)) for a in (x, *axes))
+        ct = jnp.asarray(rng.standard_normal(jax.eval_shape(f, x, *axes).shape))
+
+        @jax.jit  # one program
+        def run(x, axes, tangents, ct):
+            sep = loss(lambda a: grid_sample_separable(x, a, "bicubic", "border", False))
+            ref = loss(lambda a: grid_sample(x, expand(a), "bicubic", "border", False))
+            hessians = [jax.hessian(h, argnums=(0, 1))(*axes) for h in (sep, ref)]
+            t_out = jax.jvp(f, (x, *axes), tangents)[1]
+            return hessians, t_out, jax.vjp(f, x, *axes)[1](ct)
+
+        (h_sep, h_ref), t_out, cts = run(x, axes, tangents, ct)
+        for a, b in zip(jax.tree.leaves(h_sep), jax.tree.leaves(h_ref), strict=True):
+            assert_close(a, b, "float64", what="hessian")
         lhs = float(jnp.vdot(t_out, ct))
         rhs = sum(float(jnp.vdot(t, c)) for t, c in zip(tangents, cts, strict=True))
         assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))
