@@ -69,7 +69,7 @@ def axis_taps(x: float, size: int, mode: str, padding: str, align: bool):
             return [(None, math.nan)]
         x0 = math.floor(xp)
         return [(at(x0), 1 - (xp - x0)), (at(x0 + 1), xp - x0)]
-    if not math.isfinite(x):  # bicubic, non-finite centre: NaN (decision 4)
+    if not math.isfinite(x):  # bicubic, non-finite centre: NaN (docs/semantics.md)
         return [(None, math.nan)]
     x0 = math.floor(x)
     weights = cubic(x - x0)

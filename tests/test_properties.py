@@ -154,7 +154,7 @@ def test_matches_numpy_reference(case):
         assert out_np[finite_wild].max() <= x.max() + 1e-6, what
     assert_close(gx, ref_gx, dtype, what=f"grad_input {what}")
     assert np.all(np.isfinite(np.asarray(gx))), "grad_input must never be NaN"
-    # Grid gradients are NaN only at points whose output is NaN (decision 4).
+    # Grid gradients are NaN only at points whose output is NaN (docs/semantics.md).
     gg_nan = np.isnan(np.asarray(gg)).any(-1)
     out_nan = np.isnan(np.asarray(out)).any(1) if shape[1] else np.zeros_like(gg_nan)
     assert not np.any(gg_nan & ~out_nan), what

@@ -54,7 +54,7 @@ def axis_values(kind, rng, n, out, size, align, dtype):
         v = rng.uniform(-1, 1, (n, out))
     elif kind == "outside":
         v = rng.choice([-1, 1], (n, out)) * rng.uniform(1, 4, (n, out))
-        v.flat[:: max(1, out - 1)] = rng.choice([-1e10, 1e10, -3e38, 3e38])  # decision 5
+        v.flat[:: max(1, out - 1)] = rng.choice([-1e10, 1e10, -3e38, 3e38])  # see docs/semantics.md
     elif kind == "pixel":  # exact integer and half-integer pixel positions
         return rng.choice(pixel_grid_values(size, align, dtype), (n, out))
     elif kind in ("box", "shuffled"):  # box pastes, partly outside the input
@@ -608,7 +608,7 @@ def test_matches_numpy_reference(combo, dtype, seed):
     spatial = tuple(rng.integers(1, 5, ndim))
     out = tuple(rng.integers(1, 4, ndim))
     shape = (int(rng.integers(1, 3)), int(rng.integers(1, 3))) + spatial
-    # Reflection of huge values is precision noise (decision 5): not compared here.
+    # Reflection of huge values is precision noise (docs/semantics.md): not compared here.
     kind = rng.choice(["inside", "box", "nonfinite"] + ["outside"] * (pad != "reflection"))
     axes = make_axes(kind, rng, shape, out, align, dtype)
     grid = expand(axes, np)
