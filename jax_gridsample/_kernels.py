@@ -290,7 +290,7 @@ def _accumulate_corners(
     # (K, P) or (K, P, C) array is stored, whatever K (up to 16), and each
     # iteration is one small fused gather. The first corner starts the sum,
     # so the carry takes the inputs' sharding.
-    first, _ = add_corner(0.0, jnp.int32(0))
+    first, _ = add_corner(0.0, 0)
     rest = jnp.arange(1, count, dtype=jnp.int32)
     out, _ = jax.lax.scan(jax.checkpoint(add_corner), first, rest)
     return out

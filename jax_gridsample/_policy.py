@@ -46,6 +46,10 @@ RELAYOUT_MIN_CHANNELS = 64
 # Matmuls read every pixel of an axis per output: worth it up to this size.
 SEPARABLE_MATMUL_MAX_SIZE = 128
 
+# The value samples the expanded grid's points once the passes would read this
+# many times more elements (their row gathers read faster than point gathers).
+SEPARABLE_EXPANDED_MIN_READS = 4
+
 # Matmul derivatives win up to this many multiply-adds per output point (all
 # channels together) and stencil corner; beyond, `grid_sample`'s own.
 SEPARABLE_MATMUL_MAX_MACS_PER_CORNER = 1280
@@ -87,9 +91,10 @@ def separable_plan(
 ) -> Plan:
     """`grid_sample_separable`'s plan, by shape.
 
-    * Value: the expanded grid where its gathers read fewer elements than
-      the passes (`taps_reads` against ``prod(out_spatial) * K``, as when
-      downsampling); else ``"taps_rows"`` while the last input axis has at
+    * Value: the expanded grid where the passes read at least
+      `SEPARABLE_EXPANDED_MIN_READS` times as many elements as its gathers
+      (`taps_reads` against ``prod(out_spatial) * K``, as when downsampling
+      by 4 or more); else ``"taps_rows"`` while the last input axis has at
       most `SEPARABLE_MATMUL_MAX_SIZE` pixels, else ``"taps"``.
     * Derivatives: ``"matmul"`` on input axes of at most
       `SEPARABLE_MATMUL_MAX_SIZE` pixels while the products cost at most
@@ -98,7 +103,8 @@ def separable_plan(
     """
     corners = num_corners(mode, len(spatial))
     taps = round(corners ** (1 / len(spatial)))
-    if taps_reads(spatial, out_spatial, taps) > math.prod(out_spatial) * corners:
+    expanded_reads = math.prod(out_spatial) * corners
+    if taps_reads(spatial, out_spatial, taps) >= SEPARABLE_EXPANDED_MIN_READS * expanded_reads:
         value = "expanded"
     elif spatial[-1] <= SEPARABLE_MATMUL_MAX_SIZE and not channels_last:
         value = "taps_rows"

@@ -80,13 +80,17 @@ def test_separable_plan_follows_the_measured_rules():
     assert plan("bilinear", (limit + 1, 8), (4, 8), 1, False)[0] == "taps_rows"
     assert plan("bilinear", (8, limit + 1), (8, 140), 1, False)[0] == "taps"
     assert plan("bilinear", (8, 8), (8, 16), 1, True)[0] == "taps"
-    # The expanded grid where the passes read more: 2 x 2 taps per output point
-    # against, for 12x12 -> 5x5, 12 * 5 * 2 + 5 * 5 * 2 = 170 > 100.
+    # The expanded grid where the passes read at least 4x more than its 2 x 2
+    # taps per output point: 7x7 -> 1x1 reads 7 * 1 * 2 + 1 * 1 * 2 = 16 = 4 * 4.
+    assert _policy.SEPARABLE_EXPANDED_MIN_READS == 4
+    assert _policy.taps_reads((7, 7), (1, 1), 2) == 16
+    assert plan("bilinear", (7, 7), (1, 1), 1, False)[0] == "expanded"
+    assert _policy.taps_reads((6, 6), (1, 1), 2) == 14
+    assert plan("bilinear", (6, 6), (1, 1), 1, False)[0] == "taps_rows"
+    # 12x12 -> 5x5: 12 * 5 * 2 + 5 * 5 * 2 = 170 < 4 * 100.
     assert _policy.taps_reads((12, 12), (5, 5), 2) == 170
-    assert plan("bilinear", (12, 12), (5, 5), 1, False)[0] == "expanded"
-    assert _policy.taps_reads((8, 8), (8, 8), 2) == 256 == 8 * 8 * 4
-    assert plan("bilinear", (8, 8), (8, 8), 1, False)[0] == "taps_rows"  # a tie: the passes
-    assert plan("bilinear", (512, 512), (256, 256), 3, False) == ("expanded", "expanded")
+    assert plan("bilinear", (12, 12), (5, 5), 1, False)[0] == "taps_rows"
+    assert plan("bilinear", (512, 512), (256, 256), 3, False) == ("taps", "expanded")
     # The derivatives at the matmuls' multiply-adds per output point and
     # stencil corner: 2x upsampling 64 -> 128 px costs 64 * 64 / 128 + 64 =
     # 96 per channel, the y axis resampled last.

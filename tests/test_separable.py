@@ -323,7 +323,8 @@ THRESHOLD_SHAPES = [
     ((2, 1, 4, 129), (3, 130), ("taps", "expanded")),
     ((2, 8, 20, 20), (30, 30), ("taps_rows", "matmul")),
     ((2, 160, 20, 20), (30, 30), ("taps_rows", "expanded")),
-    ((2, 1, 12, 12), (5, 5), ("expanded", "matmul")),
+    ((2, 1, 13, 13), (2, 2), ("taps_rows", "matmul")),  # the passes read 60 < 4 * 16
+    ((2, 1, 14, 14), (2, 2), ("expanded", "matmul")),  # 64 = 4 * 16
 ]
 
 
