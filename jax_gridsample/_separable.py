@@ -43,8 +43,9 @@ def grid_sample_separable(
     vector is the grid's gradient summed over the other output axes. On
     inputs of at most 128 pixels per axis (and few channels) the gradients
     are matrix products and gathers, with no scatter-add: deterministic, and
-    fast when many output points share few input pixels. Elsewhere, and
-    wherever it reads less, `grid_sample` on the expanded grid computes them.
+    fast when many output points share few input pixels. Elsewhere
+    `grid_sample` on the expanded grid computes them, and the value too
+    where it reads at least 4x fewer elements (downsampling by 4 or more).
 
     Args:
       input: `(N, C, H, W)` or `(N, C, D, H, W)` array of float16, bfloat16,
