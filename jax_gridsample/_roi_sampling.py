@@ -18,10 +18,11 @@ from jax import lax
 
 from jax_gridsample import _core
 
-# Samples per axis taken at once with adaptive sampling: a bin of it reads 4 x 4 taps.
-CHUNK = 2
-# Chunks per axis of the short loops that adaptive sampling takes when they suffice.
-FEW_CHUNKS = 6
+# A loop iteration reads 2 x 2 entries per bin (one sample's taps, or adaptive sampling's
+# pixels): with a bin's 4 x 4 at once the gradient's scatter-add took 2.4x longer on XLA CPU.
+ROWS = 2  # adaptive sampling's pixels per axis per iteration
+# Iterations per axis of the short loops that adaptive sampling takes when they suffice.
+FEW_CHUNKS = 4
 
 
 class AxisSamples(NamedTuple):
@@ -30,20 +31,22 @@ class AxisSamples(NamedTuple):
     base: jax.Array  # (K, P) where each bin starts: start + p * bin
     bin: jax.Array  # (K, 1) bin size
     grid: jax.Array  # (K, 1) samples per bin (torchvision's roi_bin_grid), float
-    first: jax.Array  # (K, P) the first sample that can land in [-1, size]
-    reach: jax.Array  # (K, P) how many samples from `first` on can land there
     size: jax.Array  # (K, 1) pixels along the axis in the box's map, int32
     ok: jax.Array  # (K, 1) whether the box places samples at all
+    row0: jax.Array  # (K, P) adaptive: the first pixel a bin's samples read, int32
+    rows: jax.Array  # (K, P) adaptive: how many pixels from `row0` on they read
 
 
 class Taps(NamedTuple):
-    """The two taps of each sample of one chunk along one axis, (K, P, S) each."""
+    """What one chunk of every bin reads along one axis: G taps of each of S entries.
 
-    low: jax.Array
-    high: jax.Array
-    w_low: jax.Array
-    w_high: jax.Array
-    valid: jax.Array
+    An entry is a sample (G = 2, its two bilinear taps) or, with adaptive
+    sampling, one pixel (G = 1, the sum of the weights its samples give it).
+    """
+
+    pixel: jax.Array  # (K, P, S, G) int32 where along the axis
+    weight: jax.Array  # (K, P, S, G)
+    read: jax.Array  # (K, P, S) whether the entry is read at all
 
 
 def axis_samples(
@@ -63,43 +66,49 @@ def axis_samples(
     base = start[:, None] + jnp.arange(pooled, dtype=start.dtype)[None, :] * bin_
     if sampling_ratio > 0:
         grid = jnp.full_like(bin_, sampling_ratio)
-        first = jnp.zeros_like(base)
-        reach = jnp.broadcast_to(grid, base.shape)
-    else:
-        # ceil(bin) samples per bin; a non-positive bin (an aligned inverted box) has none.
-        # Sample counts are constants to autodiff.
-        grid = jnp.maximum(jnp.ceil(lax.stop_gradient(bin_)), 0)
-        spacing = jnp.where(grid > 0, lax.stop_gradient(bin_) / jnp.maximum(grid, 1), 1)
-        base = lax.stop_gradient(base)
-        # Samples are spacing > 0.5 apart, so few land in [-1, size]; one spare on each side.
-        lo = jnp.clip(jnp.floor((-1 - base) / spacing - 0.5) - 1, 0, grid)
-        hi = jnp.clip(jnp.ceil((size - base) / spacing - 0.5) + 1, -1, grid - 1)
-        first = jnp.where(jnp.isfinite(lo), lo, 0)
-        reach = jnp.where(jnp.isfinite(hi - lo), jnp.maximum(hi - lo + 1, 0), 0)
-        base = start[:, None] + jnp.arange(pooled, dtype=start.dtype)[None, :] * bin_
-    return AxisSamples(base, bin_, grid, first, reach, size, ok)
+        none = jnp.zeros(base.shape, jnp.int32)
+        return AxisSamples(base, bin_, grid, size, ok, none, none)
+    # ceil(bin) samples per bin; a non-positive bin (an aligned inverted box) has none.
+    # Sample counts are constants to autodiff.
+    grid = jnp.maximum(jnp.ceil(lax.stop_gradient(bin_)), 0)
+    spacing = jnp.where(grid > 0, lax.stop_gradient(bin_) / jnp.maximum(grid, 1), 1)
+    fixed = lax.stop_gradient(base)
+    # Samples are spacing > 0.5 apart, so few land in [-1, size]; one spare on each side.
+    lo = jnp.clip(jnp.floor((-1 - fixed) / spacing - 0.5) - 1, 0, grid)
+    hi = jnp.clip(jnp.ceil((size - fixed) / spacing - 0.5) + 1, -1, grid - 1)
+    first = jnp.where(jnp.isfinite(lo), lo, 0)
+    reach = jnp.where(jnp.isfinite(hi - lo), jnp.maximum(hi - lo + 1, 0), 0)
+    none = jnp.zeros(base.shape, jnp.int32)
+    axis = AxisSamples(base, bin_, grid, size, ok, none, none)
+    return axis._replace(**_pixel_span(axis, first, reach))
 
 
-def chunks_needed(axis: AxisSamples, width: int) -> jax.Array:
-    """The number of chunks of ``width`` samples that cover every bin's samples (a scalar)."""
-    count = jnp.where(axis.ok, axis.reach, 0)
-    return jnp.max(jnp.ceil(count / width), initial=0).astype(jnp.int32)
+def _pixel_span(axis: AxisSamples, first: jax.Array, reach: jax.Array) -> dict:
+    """The pixels each bin's samples read, from its first valid sample's low tap to its last's
+    high tap: valid samples are consecutive, and ``first`` and ``reach`` (K, P) hold them with
+    a spare or two on each side."""
+    spare = jnp.arange(4, dtype=axis.base.dtype)[None, None]
+    low = _sample_positions(axis, first[..., None] + spare)
+    high = _sample_positions(axis, (first + reach - 1)[..., None] - spare)
+    row0 = jnp.min(jnp.where(low.read, low.pixel[..., 0], axis.size[..., None]), axis=-1)
+    end = jnp.max(jnp.where(high.read, high.pixel[..., 1], -1), axis=-1)
+    rows = jnp.where(end >= row0, end - row0 + 1, 0)
+    return {"row0": lax.stop_gradient(row0), "rows": lax.stop_gradient(rows)}
 
 
-def max_chunks(size: int, width: int) -> int:
-    """A static bound on `chunks_needed` when adaptive: 2 * size + 3 samples, two spare."""
-    return math.ceil((2 * size + 5) / width)
+def chunks_needed(axis: AxisSamples) -> jax.Array:
+    """The number of chunks of `ROWS` pixels that cover every bin's pixels (a scalar)."""
+    return jnp.max(-(-axis.rows // ROWS), initial=0).astype(jnp.int32)
 
 
-def sample_taps(axis: AxisSamples, chunk: jax.Array | int, width: int) -> Taps:
-    """Taps of samples ``first + chunk * width + j``, j < width, computed as torchvision does."""
-    offsets = chunk * width + jnp.arange(width, dtype=axis.base.dtype)
-    i = axis.first[..., None] + offsets[None, None]
+def _sample_positions(axis: AxisSamples, i: jax.Array) -> Taps:
+    """The taps of samples ``i`` (K, P, S) (float indices), computed as torchvision does."""
     # A box without samples divides by 1, so that no infinity reaches a gradient.
     grid = jnp.where(axis.grid > 0, axis.grid, 1)[..., None]
     pos = axis.base[..., None] + ((i + 0.5) * axis.bin[..., None]) / grid
     size = axis.size[..., None]
-    valid = (i < axis.grid[..., None]) & (pos >= -1) & (pos <= size) & axis.ok[..., None]
+    valid = (i >= 0) & (i < axis.grid[..., None]) & (pos >= -1) & (pos <= size)
+    valid = valid & axis.ok[..., None]
     y = jnp.where(valid & (pos > 0), pos, 0)
     low = jnp.floor(y)
     end = low >= size - 1
@@ -108,44 +117,78 @@ def sample_taps(axis: AxisSamples, chunk: jax.Array | int, width: int) -> Taps:
     w_high = y - low
     low = low.astype(jnp.int32)
     high = jnp.where(end, low, low + 1)
-    return Taps(low, high, 1 - w_high, w_high, valid)
+    return Taps(jnp.stack([low, high], -1), jnp.stack([1 - w_high, w_high], -1), valid)
+
+
+def sample_taps(axis: AxisSamples, chunk: jax.Array | int) -> Taps:
+    """The taps of sample ``chunk`` of every bin (a fixed sampling_ratio), one entry each."""
+    i = jnp.zeros((*axis.base.shape, 1), axis.base.dtype) + chunk
+    return _sample_positions(axis, i)
+
+
+def pixel_taps(axis: AxisSamples, chunk: jax.Array | int) -> Taps:
+    """Pixels ``row0 + chunk * ROWS + j``, j < `ROWS`, each with the summed weights of the
+    samples whose taps read it (adaptive sampling only).
+
+    Adaptive samples are more than half a pixel apart, so at most 4 of a bin's
+    samples read a pixel: those within one pixel of it. 7 candidates around
+    them (3 spare) are evaluated exactly and the ones that read it kept.
+    """
+    pixel = axis.row0[..., None] + (chunk * ROWS + jnp.arange(ROWS, dtype=jnp.int32))[None, None]
+    spacing = axis.bin / jnp.maximum(axis.grid, 1)
+    below = (pixel - 1).astype(axis.base.dtype) - axis.base[..., None]
+    first = jnp.floor(below / spacing[..., None] - 0.5) - 1
+    # With 7 samples or fewer (a bin under 1 pixel included), candidates are all of them.
+    first = jnp.clip(first, 0, jnp.maximum(axis.grid - 7, 0)[..., None])
+    first = jnp.where(jnp.isfinite(first), first, 0)
+    candidates = first[..., None] + jnp.arange(7, dtype=axis.base.dtype)[None, None, None]
+    taps = _sample_positions(axis, candidates.reshape(*first.shape[:-1], ROWS * 7))
+    index = taps.pixel.reshape(*candidates.shape, 2)
+    reads = (index == pixel[..., None, None]) & taps.read.reshape(candidates.shape)[..., None]
+    weight = jnp.sum(jnp.where(reads, taps.weight.reshape(index.shape), 0), axis=(-2, -1))
+    index = jnp.minimum(pixel, axis.size[..., None] - 1)
+    return Taps(index[..., None], weight[..., None], jnp.any(reads, axis=(-2, -1)))
 
 
 def _bin_sums(
     flat: jax.Array, offset: jax.Array, rows: Taps, cols: Taps, width: jax.Array, stacked: bool
 ) -> jax.Array:
-    """Sum over one chunk's samples of each bin: (K, PH, PW, C).
+    """Sum over one chunk's entries of each bin: (K, PH, PW, C).
 
     Box k reads the (H_k, W_k) map stored row-major from row ``offset[k]`` of
     ``flat`` (M, C), ``width`` (K, 1) holding W_k.
 
-    Each sample adds ((w1 v1 + w2 v2) + w3 v3) + w4 v4, in torchvision's order;
-    a dropped sample reads nothing. ``stacked`` reads every tap with one gather,
-    holding 4 * S * S values per bin, so that the gradient is one scatter-add:
-    XLA CPU's fused sums of one scatter-add per tap gave wrong input gradients
-    under `jit`. Otherwise one gather per tap fuses with the sum (the value).
+    Each pair of entries adds its G x G taps in torchvision's order (a sample:
+    ((w1 v1 + w2 v2) + w3 v3) + w4 v4); a pair not read adds nothing.
+    ``stacked`` reads every tap with one gather, holding G * G * S * S values
+    per bin, so that the gradient is one scatter-add: XLA CPU's fused sums of
+    one scatter-add per tap gave wrong input gradients under `jit`. Otherwise
+    one gather per tap fuses with the sum (the value).
     """
     offset, width = offset[:, None, None], width[:, :, None]
+    (s_rows, g_rows), (s_cols, g_cols) = rows.pixel.shape[-2:], cols.pixel.shape[-2:]
     indices, weights = [], []
-    for sy in range(rows.low.shape[-1]):
-        for sx in range(cols.low.shape[-1]):
-            for r, wr in ((rows.low, rows.w_low), (rows.high, rows.w_high)):
-                for c, wc in ((cols.low, cols.w_low), (cols.high, cols.w_high)):
-                    indices.append(offset + r[:, :, None, sy] * width + c[:, None, :, sx])
-                    weights.append(wr[:, :, None, sy] * wc[:, None, :, sx])
+    for sy in range(s_rows):
+        for sx in range(s_cols):
+            for a in range(g_rows):
+                for b in range(g_cols):
+                    r, c = rows.pixel[:, :, None, sy, a], cols.pixel[:, None, :, sx, b]
+                    indices.append(offset + r * width + c)
+                    weights.append(rows.weight[:, :, None, sy, a] * cols.weight[:, None, :, sx, b])
     if stacked:
         values = jnp.take(flat, jnp.stack(indices), axis=0, mode="clip")
     else:
         values = [jnp.take(flat, i, axis=0, mode="clip") for i in indices]
+    group = g_rows * g_cols
     total = None
-    for s in range(len(indices) // 4):
+    for s in range(s_rows * s_cols):
         term = None
-        for t in range(4 * s, 4 * s + 4):
+        for t in range(group * s, group * (s + 1)):
             part = weights[t][..., None] * values[t]
             term = part if term is None else term + part
         assert term is not None
-        sy, sx = divmod(s, cols.low.shape[-1])
-        keep = rows.valid[:, :, None, sy] & cols.valid[:, None, :, sx]
+        sy, sx = divmod(s, s_cols)
+        keep = rows.read[:, :, None, sy] & cols.read[:, None, :, sx]
         term = jnp.where(keep[..., None], term, 0)
         total = term if total is None else total + term
     assert total is not None
@@ -187,7 +230,7 @@ def needed_chunks(rows: AxisSamples, cols: AxisSamples, sampling_ratio: int) -> 
     """The chunks per axis that adaptive sampling takes for these boxes; None when fixed."""
     if sampling_ratio > 0:
         return None
-    return chunks_needed(rows, CHUNK), chunks_needed(cols, CHUNK)
+    return chunks_needed(rows), chunks_needed(cols)
 
 
 def pool_boxes(
@@ -216,56 +259,57 @@ def pooled_sums(
     sampling_ratio: int,
     needed: tuple[jax.Array, jax.Array] | None,
 ) -> jax.Array:
-    """Sum over every bin's samples, (K, PH, PW, C).
+    """Sum over every bin's samples, (K, PH, PW, C), in loops over row and column chunks.
 
-    A fixed ``sampling_ratio`` of at most 4 takes all samples at once. Otherwise
-    the samples go in chunks of `CHUNK` per axis, over a static number of
-    chunks with the ones no box needs skipped at run time (``needed``, the
-    chunks per axis, computed over every box of the call): `FEW_CHUNKS` per
-    axis when that is enough, else as many as the map may need.
+    A fixed ``sampling_ratio`` takes one sample per axis per iteration.
+    Adaptive sampling takes the pixels the samples read, `ROWS` per axis per
+    iteration, over a static number of chunks with the ones no box needs
+    skipped at run time (``needed``, the chunks per axis, computed over every
+    box of the call): `FEW_CHUNKS` per axis when that is enough, else as many
+    as the map may need.
     """
 
     def sums(row_taps: Taps, col_taps: Taps) -> jax.Array:
         return _SUMS(flat, layout.offset, row_taps, col_taps, layout.width)
 
-    if 0 < sampling_ratio <= 4:
-        return sums(sample_taps(rows, 0, sampling_ratio), sample_taps(cols, 0, sampling_ratio))
     if sampling_ratio > 0:
-        n = math.ceil(sampling_ratio / CHUNK)
-        return _chunk_loops(sums, rows, cols, flat, (n, n), (n, n))
+        count = (sampling_ratio, sampling_ratio)
+        return _chunk_loops(sums, sample_taps, rows, cols, flat, count, count)
     assert needed is not None
-    full = tuple(max_chunks(size, CHUNK) for size in layout.bounds)
+    full = tuple(math.ceil(size / ROWS) for size in layout.bounds)
     few = tuple(min(n, FEW_CHUNKS) for n in full)
     if few == full:
-        return _chunk_loops(sums, rows, cols, flat, full, needed)
+        return _chunk_loops(sums, pixel_taps, rows, cols, flat, full, needed)
     # Each chunk skipped in the gradient still adds a zero map to the map's cotangent:
     # boxes that need few chunks take loops that are short as well.
     return lax.cond(
         (needed[0] <= few[0]) & (needed[1] <= few[1]),
-        lambda: _chunk_loops(sums, rows, cols, flat, few, needed),
-        lambda: _chunk_loops(sums, rows, cols, flat, full, needed),
+        lambda: _chunk_loops(sums, pixel_taps, rows, cols, flat, few, needed),
+        lambda: _chunk_loops(sums, pixel_taps, rows, cols, flat, full, needed),
     )
 
 
-def _chunk_loops(sums, rows: AxisSamples, cols: AxisSamples, flat: jax.Array, count, needed):
-    """The sum over ``count`` (static) row and column chunks, skipping those past ``needed``."""
-    n_rows, n_cols = count
-    need_rows, need_cols = needed
-    shape = (*rows.base.shape, cols.base.shape[1], flat.shape[-1])
-    zeros = jnp.zeros(shape, flat.dtype)
+def _chunk_loops(sums, taps, rows: AxisSamples, cols: AxisSamples, flat: jax.Array, count, needed):
+    """The sum over ``count`` (static) row and column chunks, skipping those past ``needed``;
+    ``taps(axis, chunk)`` gives a chunk's `Taps`.
+
+    The skip test stays where nothing is skipped: without it, XLA CPU took 2.1x
+    longer over the box head's gradient.
+    """
 
     def add_row_chunk(m_row, total):
-        row_taps = sample_taps(rows, m_row, CHUNK)
+        row_taps = taps(rows, m_row)
 
         def add_col_chunk(m_col, total):
             def add(total):
-                return total + sums(row_taps, sample_taps(cols, m_col, CHUNK))
+                return total + sums(row_taps, taps(cols, m_col))
 
-            return lax.cond(m_col < need_cols, jax.checkpoint(add), lambda t: t, total)
+            return lax.cond(m_col < needed[1], jax.checkpoint(add), lambda t: t, total)
 
-        return lax.fori_loop(0, n_cols, add_col_chunk, total)
+        return lax.fori_loop(0, count[1], add_col_chunk, total)
 
-    body = jax.checkpoint(
-        lambda m, total: lax.cond(m < need_rows, lambda t: add_row_chunk(m, t), lambda t: t, total)
-    )
-    return lax.fori_loop(0, n_rows, body, zeros)
+    def body(m_row, total):
+        return lax.cond(m_row < needed[0], lambda t: add_row_chunk(m_row, t), lambda t: t, total)
+
+    shape = (*rows.base.shape, cols.base.shape[1], flat.shape[-1])
+    return lax.fori_loop(0, count[0], jax.checkpoint(body), jnp.zeros(shape, flat.dtype))

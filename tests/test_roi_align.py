@@ -63,12 +63,13 @@ def test_values_and_input_gradients_match_torchvision(dtype, aligned, ratio, sca
 
 @pytest.mark.parametrize("aligned", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_adaptive_sampling_of_boxes_that_need_few_samples(aligned):
-    # Boxes within 50 pixels need at most 12 samples per bin per axis (one of them exactly):
-    # the short loops run. The other two take the long ones.
+    # Bins of at most 7 pixels read at most 8 pixels per axis (one box exactly 8 columns):
+    # the short loops run. The boxes with larger bins (one reads 9) take the long ones.
     x, rois, cot = (DATA[f"float64/{k}"] for k in ("input", "rois", "cotangent"))
     key = f"float64/aligned{int(aligned)}/ratio-1/scale1.0"
-    huge = np.abs(rois[:, 1:]).max(axis=1) > 50
-    assert huge.sum() == 2
+    x1, y1, x2, y2 = rois[:, 1:].T
+    huge = np.maximum((x2 - x1) / 4, (y2 - y1) / 3) > 7.5
+    assert huge.sum() == 4
     out, grad = value_and_grad(x, rois[~huge], cot[~huge], 1.0, -1, aligned)
     np.testing.assert_allclose(out, DATA[f"{key}/value"][~huge], rtol=1e-12, atol=1e-12)
     # The input gradient sums over boxes: add the other two boxes'.
