@@ -300,16 +300,16 @@ def _chunk_loops(
     chunk's `Taps`. One loop, not one per axis: the gradient then adds each iteration's
     scatter to the features' cotangent once."""
 
+    def add(m, total):
+        return total + sums(taps(rows, m // count[1]), taps(cols, m % count[1]))
+
     def body(m, total):
-        m_row, m_col = m // count[1], m % count[1]
-
-        def add(total):
-            return total + sums(taps(rows, m_row), taps(cols, m_col))
-
         if needed is None:
-            return add(total)
-        return lax.cond((m_row < needed[0]) & (m_col < needed[1]), add, lambda t: t, total)
+            return add(m, total)
+        take = (m // count[1] < needed[0]) & (m % count[1] < needed[1])
+        return lax.cond(take, functools.partial(add, m), lambda t: t, total)
 
-    shape = (*rows.base.shape, cols.base.shape[1], flat.shape[-1])
-    zeros = jnp.zeros(shape, flat.dtype)
-    return lax.fori_loop(0, count[0] * count[1], jax.checkpoint(body), zeros)
+    # The first pair, which reads nothing where no bin needs it, starts the sum, so that the
+    # loop's carry is typed (batch sharding included) as its sums are.
+    first = sums(taps(rows, 0), taps(cols, 0))
+    return lax.fori_loop(1, count[0] * count[1], jax.checkpoint(body), first)
