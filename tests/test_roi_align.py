@@ -72,7 +72,7 @@ def test_adaptive_sampling_of_boxes_that_need_few_samples(aligned):
     assert huge.sum() == 4
     out, grad = value_and_grad(x, rois[~huge], cot[~huge], 1.0, -1, aligned)
     np.testing.assert_allclose(out, DATA[f"{key}/value"][~huge], rtol=1e-12, atol=1e-12)
-    # The input gradient sums over boxes: add the other two boxes'.
+    # The input gradient sums over boxes: add the other boxes'.
     _, huge_grad = value_and_grad(x, rois[huge], cot[huge], 1.0, -1, aligned)
     np.testing.assert_allclose(grad + huge_grad, DATA[f"{key}/grad"], rtol=1e-12, atol=1e-12)
 
