@@ -64,10 +64,9 @@ def axis_samples(
     """
     bin_ = (length / pooled)[:, None]
     base = start[:, None] + jnp.arange(pooled, dtype=start.dtype)[None, :] * bin_
+    none = jnp.zeros(base.shape, jnp.int32)
     if sampling_ratio > 0:
-        grid = jnp.full_like(bin_, sampling_ratio)
-        none = jnp.zeros(base.shape, jnp.int32)
-        return AxisSamples(base, bin_, grid, size, ok, none, none)
+        return AxisSamples(base, bin_, jnp.full_like(bin_, sampling_ratio), size, ok, none, none)
     # ceil(bin) samples per bin; a non-positive bin (an aligned inverted box) has none.
     # Sample counts are constants to autodiff.
     grid = jnp.maximum(jnp.ceil(lax.stop_gradient(bin_)), 0)
@@ -78,12 +77,14 @@ def axis_samples(
     hi = jnp.clip(jnp.ceil((size - fixed) / spacing - 0.5) + 1, -1, grid - 1)
     first = jnp.where(jnp.isfinite(lo), lo, 0)
     reach = jnp.where(jnp.isfinite(hi - lo), jnp.maximum(hi - lo + 1, 0), 0)
-    none = jnp.zeros(base.shape, jnp.int32)
     axis = AxisSamples(base, bin_, grid, size, ok, none, none)
-    return axis._replace(**_pixel_span(axis, first, reach))
+    row0, rows = _pixel_span(axis, first, reach)
+    return axis._replace(row0=row0, rows=rows)
 
 
-def _pixel_span(axis: AxisSamples, first: jax.Array, reach: jax.Array) -> dict:
+def _pixel_span(
+    axis: AxisSamples, first: jax.Array, reach: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """The pixels each bin's samples read, from its first valid sample's low tap to its last's
     high tap: valid samples are consecutive, and ``first`` and ``reach`` (K, P) hold them with
     a spare or two on each side."""
@@ -93,7 +94,7 @@ def _pixel_span(axis: AxisSamples, first: jax.Array, reach: jax.Array) -> dict:
     row0 = jnp.min(jnp.where(low.read, low.pixel[..., 0], axis.size[..., None]), axis=-1)
     end = jnp.max(jnp.where(high.read, high.pixel[..., 1], -1), axis=-1)
     rows = jnp.where(end >= row0, end - row0 + 1, 0)
-    return {"row0": lax.stop_gradient(row0), "rows": lax.stop_gradient(rows)}
+    return lax.stop_gradient(row0), lax.stop_gradient(rows)
 
 
 def chunks_needed(axis: AxisSamples) -> jax.Array:
