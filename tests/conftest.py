@@ -82,10 +82,12 @@ _F64_QUICK = ("4d-bilinear-float64-s1", "4d-nearest-float64-s1", "5d-nearest-flo
 QUICK_IDS = {
     # Fixture groups (rank-mode-dtype[-shape]): each is one program, both layouts.
     "test_matrix": lambda i: i.endswith("-float32-s1") or i.endswith(_F64_QUICK),
-    "test_half_dtypes": lambda i: "-float16" in i or i == "4d-bilinear-bfloat16",
-    "test_nonfinite_and_huge_grids": lambda i: "-float32" in i,
-    "test_exact_pixel_positions": lambda i: "-float32-pixel0" in i,
-    "test_separable": lambda i: "-float32" in i or i == "4d-bilinear-float64",
+    # Outside the matrix, the groups that test_parity_fixtures.py splits in two parts (each
+    # case in one layout per part) keep part 0; the others run both layouts, slow.
+    "test_half_dtypes": lambda i: i.endswith("-part0"),
+    "test_nonfinite_and_huge_grids": lambda i: i.endswith("-part0"),
+    "test_exact_pixel_positions": lambda i: i.endswith("-part0"),
+    "test_separable": lambda i: i.endswith("-part0"),
     "test_check_grads_float64": lambda i: i == "4d-bilinear-zeros-ac0",
     "test_jvp_vjp_consistent_and_hessian_finite": lambda i: i.endswith("bilinear-zeros-ac0"),
     "test_fused_and_looped_corner_sums_agree": lambda i: "zeros-ac0" in i and "float32" in i,
@@ -141,6 +143,13 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_sep("-", f"XLA compiled {total_n} programs in {total_s:.0f} s")
     for seconds, count, nodeid in sorted(rows, reverse=True)[:10]:
         terminalreporter.write_line(f"{seconds:6.1f} s {count:4d} programs  {nodeid}")
+
+
+def pytest_configure(config):
+    # Tests differ in length by 100x: with pytest-xdist, idle workers take queued tests from
+    # busy ones instead of waiting for them at the end (measured 4% faster on 2 workers).
+    if getattr(config.option, "dist", None) == "load":
+        config.option.dist = "worksteal"
 
 
 @pytest.hookimpl(hookwrapper=True)

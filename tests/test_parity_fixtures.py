@@ -2,7 +2,9 @@
 
 The cases of one (rank, mode, dtype) run in one compiled program, in both layouts
 (channels first, and channels last with ``channel_axis=-1``): compiling, not running,
-is what takes the time.
+is what takes the time. Outside the main matrix, the groups the quick tier keeps run
+in two parts (`in_parts`): each call in one layout, alternating from call to call, and
+then in the other, so that the quick tier compiles each sampler once.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from conftest import as_jax, assert_close, load_cases, x64_if
 from jax_gridsample import affine_grid, grid_sample, grid_sample_separable
 
 LAYOUTS = (1, -1)
+# The layouts of a group's calls: both, or one each, alternating from call to call
+# (part 0), or the other one (part 1).
+BOTH = None
+PARTS = (0, 1)
 
 
 def groups(cases, *extra):
@@ -58,23 +64,32 @@ def concatenated(data, calls, names, dtype):
     ]
 
 
-def per_case(data, calls, results):
+def call_layouts(calls, part):
+    """Per call, the layouts it runs in (``part`` is `BOTH` or one of `PARTS`)."""
+    if part is BOTH:
+        return [LAYOUTS] * len(calls)
+    return [(LAYOUTS[(j + j // 2 + part) % 2],) for j in range(len(calls))]
+
+
+def per_case(data, calls, layouts, results):
     """``results`` (per call and layout, a tuple of batched arrays) split into the cases'.
 
-    Yields, per case in ``data``'s order and layout, its tuple of arrays.
+    Returns, per case in ``data``'s order, ``{layout: its tuple of arrays}``.
     """
-    parts, results = {}, iter(results)
-    for ks in calls.values():
+    parts, results = [{} for _ in data], iter(results)
+    for ks, call_layout in zip(calls.values(), layouts, strict=True):
         sizes = np.cumsum([len(data[k]["input"]) for k in ks])[:-1]
-        for layout in LAYOUTS:
+        for layout in call_layout:
             split = (np.split(np.asarray(a), sizes) for a in next(results))
             for k, part in zip(ks, zip(*split, strict=True), strict=True):
-                parts[k, layout] = part
-    return iter(parts[k, layout] for k in range(len(data)) for layout in LAYOUTS)
+                parts[k][layout] = part
+    assert next(results, None) is None
+    return parts
 
 
-def check_grid_sample_group(cases, arrays, indices):
-    """Values and both gradients of ``cases[indices]`` against torch, both layouts."""
+def check_grid_sample_group(cases, arrays, indices, part=BOTH):
+    """Values and both gradients of ``cases[indices]`` against torch, in the layouts
+    `call_layouts` gives for ``part``."""
     dtype = cases[indices[0]]["dtype"]
     data = [arrays(i) for i in indices]
     names = ("input", "grid", "cotangent")
@@ -82,12 +97,13 @@ def check_grid_sample_group(cases, arrays, indices):
         (cases[i]["mode"], cases[i]["padding_mode"], cases[i]["align_corners"]) for i in indices
     ]
     calls = batched_calls(data, options, names)
+    layouts = call_layouts(calls, part)
 
     @jax.jit
     def run(batch):
         got = []
-        for (opts, _), (x, g, ct) in zip(calls, batch, strict=True):
-            for layout in LAYOUTS:
+        for (opts, _), (x, g, ct), call_layout in zip(calls, batch, layouts, strict=True):
+            for layout in call_layout:
 
                 def f(a, b, opts=opts, layout=layout):
                     return grid_sample(a, b, *opts, channel_axis=layout)
@@ -97,11 +113,10 @@ def check_grid_sample_group(cases, arrays, indices):
         return got
 
     with x64_if(dtype):
-        results = per_case(data, calls, run(concatenated(data, calls, names, dtype)))
-    for i, d in zip(indices, data, strict=True):
+        results = per_case(data, calls, layouts, run(concatenated(data, calls, names, dtype)))
+    for i, d, got in zip(indices, data, results, strict=True):
         exact = cases[i]["mode"] == "nearest"
-        for layout in LAYOUTS:
-            out, gx, gg = next(results)
+        for layout, (out, gx, gg) in got.items():
             label = f"{cases[i]['id']} channel_axis={layout}"
             for a in (out, gx, gg):
                 assert str(a.dtype) == dtype, label
@@ -114,6 +129,18 @@ def check_grid_sample_group(cases, arrays, indices):
                 finite_points = ~d["nan_out"][:, 0]
                 gg, ref = gg[finite_points], ref[finite_points]
             assert_close(gg, ref, dtype, what=f"{label} grad_grid", exact=exact)
+
+
+def in_parts(groups_, split):
+    """Parameters (indices, part) of each group: the two `PARTS` where ``split(group id)``
+    (the quick tier keeps part 0), else `BOTH` layouts in one program."""
+    params = []
+    for key, g in groups_:
+        parts = PARTS if split(key) else (BOTH,)
+        params += [
+            pytest.param(g, p, id=f"{key}-{'both' if p is BOTH else f'part{p}'}") for p in parts
+        ]
+    return pytest.mark.parametrize("indices,part", params)
 
 
 _, MATRIX, MATRIX_ARRAYS = load_cases("grid_sample.npz")
@@ -137,43 +164,39 @@ def test_matrix(indices):
 HALF_GROUPS = groups(HALF)
 
 
-@pytest.mark.parametrize("indices", [g for _, g in HALF_GROUPS], ids=[k for k, _ in HALF_GROUPS])
-def test_half_dtypes(indices):
-    check_grid_sample_group(HALF, HALF_ARRAYS, indices)
+@in_parts(HALF_GROUPS, lambda k: "-float16" in k or k == "4d-bilinear-bfloat16")
+def test_half_dtypes(indices, part):
+    check_grid_sample_group(HALF, HALF_ARRAYS, indices, part)
 
 
 HOSTILE_GROUPS = groups(HOSTILE)
 
 
-@pytest.mark.parametrize(
-    "indices", [g for _, g in HOSTILE_GROUPS], ids=[k for k, _ in HOSTILE_GROUPS]
-)
-def test_nonfinite_and_huge_grids(indices):
-    check_grid_sample_group(HOSTILE, HOSTILE_ARRAYS, indices)
+@in_parts(HOSTILE_GROUPS, lambda k: "-float32" in k)
+def test_nonfinite_and_huge_grids(indices, part):
+    check_grid_sample_group(HOSTILE, HOSTILE_ARRAYS, indices, part)
 
 
 PIXEL_GROUPS = groups(PIXEL, -1)  # (rank, mode, dtype, grid set)
 
 
-@pytest.mark.parametrize("indices", [g for _, g in PIXEL_GROUPS], ids=[k for k, _ in PIXEL_GROUPS])
-def test_exact_pixel_positions(indices):
+@in_parts(PIXEL_GROUPS, lambda k: k.endswith("-float32-pixel0"))
+def test_exact_pixel_positions(indices, part):
     """Grids on integer and half-integer pixel positions as users build them.
 
     One ulp of the unnormalised coordinate decides the pixel nearest picks
     and the side of bilinear's one-sided derivatives, so these match torch
     only if every rounding is torch's, under jit.
     """
-    check_grid_sample_group(PIXEL, PIXEL_ARRAYS, indices)
+    check_grid_sample_group(PIXEL, PIXEL_ARRAYS, indices, part)
 
 
 SEPARABLE_GROUPS = groups(SEPARABLE)
 
 
-@pytest.mark.parametrize(
-    "indices", [g for _, g in SEPARABLE_GROUPS], ids=[k for k, _ in SEPARABLE_GROUPS]
-)
-def test_separable(indices):
-    """grid_sample_separable against torch's grid_sample on the expanded grid, both layouts."""
+@in_parts(SEPARABLE_GROUPS, lambda k: "-float32" in k or k == "4d-bilinear-float64")
+def test_separable(indices, part):
+    """grid_sample_separable against torch's grid_sample on the expanded grid."""
     dtype = SEPARABLE[indices[0]]["dtype"]
     data = [SEPARABLE_ARRAYS(i) for i in indices]
     axes = [k for k in "xyz" if k in data[0]]
@@ -182,12 +205,13 @@ def test_separable(indices):
         tuple(SEPARABLE[i][k] for k in ("mode", "padding_mode", "align_corners")) for i in indices
     ]
     calls = batched_calls(data, options, names)
+    layouts = call_layouts(calls, part)
 
     @jax.jit
     def run(batch):
         got = []
-        for (opts, _), (x, ct, *vectors) in zip(calls, batch, strict=True):
-            for layout in LAYOUTS:
+        for (opts, _), (x, ct, *vectors), call_layout in zip(calls, batch, layouts, strict=True):
+            for layout in call_layout:
 
                 def f(x, *vectors, opts=opts, layout=layout):
                     return grid_sample_separable(x, vectors, *opts, channel_axis=layout)
@@ -197,11 +221,10 @@ def test_separable(indices):
         return got
 
     with x64_if(dtype):
-        results = per_case(data, calls, run(concatenated(data, calls, names, dtype)))
-    for i, d in zip(indices, data, strict=True):
+        results = per_case(data, calls, layouts, run(concatenated(data, calls, names, dtype)))
+    for i, d, got in zip(indices, data, results, strict=True):
         exact = SEPARABLE[i]["mode"] == "nearest"
-        for layout in LAYOUTS:
-            out, *grads = next(results)
+        for layout, (out, *grads) in got.items():
             label = f"{SEPARABLE[i]['id']} channel_axis={layout}"
             assert_close(
                 out, to_layout(d["out"], layout), dtype, what=f"{label} output", exact=exact
