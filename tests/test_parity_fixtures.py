@@ -116,6 +116,7 @@ def check_grid_sample_group(cases, arrays, indices, part=BOTH):
         results = per_case(data, calls, layouts, run(concatenated(data, calls, names, dtype)))
     for i, d, got in zip(indices, data, results, strict=True):
         exact = cases[i]["mode"] == "nearest"
+        assert got, f"{cases[i]['id']} ran in no layout"
         for layout, (out, gx, gg) in got.items():
             label = f"{cases[i]['id']} channel_axis={layout}"
             for a in (out, gx, gg):
@@ -224,6 +225,7 @@ def test_separable(indices, part):
         results = per_case(data, calls, layouts, run(concatenated(data, calls, names, dtype)))
     for i, d, got in zip(indices, data, results, strict=True):
         exact = SEPARABLE[i]["mode"] == "nearest"
+        assert got, f"{SEPARABLE[i]['id']} ran in no layout"
         for layout, (out, *grads) in got.items():
             label = f"{SEPARABLE[i]['id']} channel_axis={layout}"
             assert_close(
