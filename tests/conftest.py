@@ -70,6 +70,16 @@ def as_jax(a: np.ndarray, dtype: str) -> jax.Array:
     return jnp.asarray(a).astype(dtype)
 
 
+LAYOUTS = (1, -1)  # channel_axis: channels first, channels last
+
+
+def alternating_layout(j: int, part: int = 0) -> int:
+    """The layout of option set ``j`` (padding-major over align_corners) when each runs in
+    one: alternating so that both layouts meet every padding and both align_corners, or the
+    other layout for ``part=1``."""
+    return LAYOUTS[(j + j // 2 + part) % 2]
+
+
 # The quick tier, `pytest -m "not slow"` (what CI runs, at the lowest and the newest
 # jax), runs every public behaviour once: each mode x padding x align_corners in
 # 2-D and 3-D against the fixtures (values and both gradients), every error, dtype

@@ -14,11 +14,10 @@ import collections
 import jax
 import numpy as np
 import pytest
-from conftest import as_jax, assert_close, load_cases, x64_if
+from conftest import LAYOUTS, alternating_layout, as_jax, assert_close, load_cases, x64_if
 
 from jax_gridsample import affine_grid, grid_sample, grid_sample_separable
 
-LAYOUTS = (1, -1)
 # The layouts of a group's calls: both, or one each, alternating from call to call
 # (part 0), or the other one (part 1).
 BOTH = None
@@ -68,7 +67,7 @@ def call_layouts(calls, part):
     """Per call, the layouts it runs in (``part`` is `BOTH` or one of `PARTS`)."""
     if part is BOTH:
         return [LAYOUTS] * len(calls)
-    return [(LAYOUTS[(j + j // 2 + part) % 2],) for j in range(len(calls))]
+    return [(alternating_layout(j, part),) for j in range(len(calls))]
 
 
 def per_case(data, calls, layouts, results):
@@ -81,8 +80,8 @@ def per_case(data, calls, layouts, results):
         sizes = np.cumsum([len(data[k]["input"]) for k in ks])[:-1]
         for layout in call_layout:
             split = (np.split(np.asarray(a), sizes) for a in next(results))
-            for k, part in zip(ks, zip(*split, strict=True), strict=True):
-                parts[k][layout] = part
+            for k, arrays in zip(ks, zip(*split, strict=True), strict=True):
+                parts[k][layout] = arrays
     assert next(results, None) is None
     return parts
 

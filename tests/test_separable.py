@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_close, x64_if
+from conftest import alternating_layout, assert_close, x64_if
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jax.test_util import check_grads
@@ -138,7 +138,6 @@ def random_like(rng, shape, dtype):
     return jnp.asarray(rng.standard_normal(shape), dtype)
 
 
-LAYOUTS = (1, -1)
 OPTIONS = [(pad, align) for pad in PADDINGS for align in (False, True)]
 NDIM_MODES = [(2, "bilinear"), (2, "nearest"), (2, "bicubic"), (3, "bilinear"), (3, "nearest")]
 
@@ -157,7 +156,7 @@ def test_equals_grid_sample_on_expanded_grid(ndim, mode, dtype):
     rng = np.random.default_rng([ndim, MODES.index(mode), dtype == "float64"])
     cases = []
     for j, (pad, align) in enumerate(OPTIONS):
-        layout = LAYOUTS[(j + j // 2) % 2]
+        layout = alternating_layout(j)
         x, axes = batch_of_kinds(rng, x_shape, out, align, dtype)
         if layout == -1:
             x = np.moveaxis(x, 1, -1)
