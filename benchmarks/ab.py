@@ -6,11 +6,11 @@ The base revision's package is extracted with `git archive` into a temporary
 directory and imported under another name, so both versions run in one
 process on the same arrays; their samples alternate (A, B, B, A, ...), each
 after one untimed call. Prints medians, interquartile ranges and the ratio
-new/base per case of `bench.py` (`grid_sample`'s, and with `--suite separable`
-or `all` `grid_sample_separable`'s), forward and fwd+bwd, and writes them as
-JSON with `--json`. Use it to show that a change did not slow a case down: the
-medians of two separate `bench.py` runs on this shared machine vary by more
-than most changes.
+new/base per case of `bench.py`: `grid_sample`'s, with `--suite separable`
+`grid_sample_separable`'s, with `--suite roi` RoIAlign's, with `all` every one;
+forward and fwd+bwd. Writes them as JSON with `--json`. Use it to show that a
+change did not slow a case down: the medians of two separate `bench.py` runs on
+this shared machine vary by more than most changes.
 """
 
 from __future__ import annotations
@@ -102,10 +102,23 @@ def _separable_cases():
         yield f"separable {name}", lambda m, s=spec, a=arrays: _compiled_separable(m, s, a)
 
 
+def _roi_cases():
+    from roi import ROI_CASES, pooler, roi_inputs
+
+    for name, spec in ROI_CASES.items():
+        feats, rows, cot = roi_inputs(spec)
+        arrays = ([jnp.asarray(f) for f in feats], jnp.asarray(cot))
+
+        def compiled(module, spec=spec, rows=rows, arrays=arrays):
+            return _pair(pooler(module, spec, rows), arrays[1], arrays[0])
+
+        yield f"roi {name}", compiled
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", required=True, help="git revision to compare against")
-    parser.add_argument("--suite", choices=("grid", "separable", "all"), default="grid")
+    parser.add_argument("--suite", choices=("grid", "separable", "roi", "all"), default="grid")
     parser.add_argument("--cases", default="", help="comma-separated substrings to select")
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--inner", type=int, default=3)
@@ -120,6 +133,8 @@ def main():
             cases.append(_grid_cases())
         if args.suite in ("separable", "all"):
             cases.append(_separable_cases())
+        if args.suite in ("roi", "all"):
+            cases.append(_roi_cases())
         for name, compiled in (c for suite in cases for c in suite):
             if args.cases and not any(s in name for s in args.cases.split(",")):
                 continue

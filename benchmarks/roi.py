@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from bench import _compile, _run, median_cell
 
-from jax_gridsample import multi_scale_roi_align, roi_align
+import jax_gridsample
 
 IMAGE = (800, 1216)
 LEVELS = ((200, 304), (100, 152), (50, 76), (25, 38))
@@ -66,14 +66,19 @@ def _gradient_contents(fn, *arrays):
     }
 
 
-def bench_roi_case(name, spec, args, torch, tdev):
-    per_image, out, ratio, detectron2 = spec
+def roi_inputs(spec):
+    """The case's features (4 levels), box rows (K, 5) and output cotangent, as numpy."""
+    per_image, out = spec[:2]
     rng = np.random.default_rng(0)
     feats = [rng.standard_normal((2, CHANNELS, h, w)).astype(np.float32) for h, w in LEVELS]
     rows = _boxes(rng, per_image)
     cot = rng.standard_normal((len(rows), CHANNELS, out, out)).astype(np.float32)
-    jfeats = [jnp.asarray(f) for f in feats]
-    jcot = jnp.asarray(cot)
+    return feats, rows, cot
+
+
+def pooler(module, spec, rows):
+    """The case's pooling of a list of feature levels with ``module``'s functions."""
+    _, out, ratio, detectron2 = spec
     if detectron2:
         levels = detectron2_levels(rows)
         # Both sides give the boxes level by level, in that order.
@@ -81,16 +86,21 @@ def bench_roi_case(name, spec, args, torch, tdev):
 
         def ours(fs):
             parts = [
-                roi_align(f, r, out, 1 / 2 ** (i + 2), ratio, True)
+                module.roi_align(f, r, out, 1 / 2 ** (i + 2), ratio, True)
                 for i, (f, r) in enumerate(zip(fs, level_rows, strict=True))
             ]
             return jnp.concatenate(parts)
 
-    else:
-        jrows = jnp.asarray(rows)
+        return ours
+    jrows = jnp.asarray(rows)
+    return lambda fs: module.multi_scale_roi_align(fs, jrows, out, ratio, IMAGE)
 
-        def ours(fs):
-            return multi_scale_roi_align(fs, jrows, out, ratio, IMAGE)
+
+def bench_roi_case(name, spec, args, torch, tdev):
+    feats, rows, cot = roi_inputs(spec)
+    jfeats = [jnp.asarray(f) for f in feats]
+    jcot = jnp.asarray(cot)
+    ours = pooler(jax_gridsample, spec, rows)
 
     def loss(fs):
         return jnp.sum(ours(fs) * jcot)

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jax_gridsample import _checks
 from jax_gridsample._coordinates import PADDING_FNS
@@ -89,3 +90,31 @@ def value_and_derivatives(
         return sampled(*primals), jax.jvp(derivatives, primals, tangents)[1]
 
     return sampled
+
+
+def in_channel_blocks(
+    fn: Callable[..., jax.Array],
+    blocks: int,
+    axis: int,
+    maps: tuple[jax.Array, ...],
+    *args: Any,
+) -> jax.Array:
+    """``fn(maps, *args)``, (..., C), with its value computed ``blocks`` channels at a time.
+
+    ``maps`` hold C channels along ``axis`` and ``fn`` treats every channel
+    alike and independently, so each block's result equals those channels of
+    the whole. The derivatives are ``fn``'s on every channel.
+    """
+    if blocks == 1:
+        return fn(maps, *args)
+    width = maps[0].shape[axis] // blocks
+
+    def value(maps, *args):
+        def block(i):
+            part = tuple(lax.dynamic_slice_in_dim(m, i * width, width, axis) for m in maps)
+            return fn(part, *args)
+
+        out = lax.map(block, jnp.arange(blocks))  # (blocks, ..., width)
+        return jnp.moveaxis(out, 0, -2).reshape(*out.shape[1:-1], blocks * width)
+
+    return value_and_derivatives(value, fn)(maps, *args)

@@ -18,10 +18,14 @@ import numpy as np
 
 from jax_gridsample import _checks, _core
 from jax_gridsample._roi_align import (
-    channels_last_map,
+    channel_blocks,
+    channel_dim,
     check_flat_size,
+    check_map,
     check_output_size,
     rois_of,
+    spatial_size,
+    to_channels_last,
 )
 from jax_gridsample._roi_sampling import Layout, box_samples, needed_chunks, pool_boxes
 
@@ -78,14 +82,14 @@ def multi_scale_roi_align(
             + (" of length 0" if isinstance(features, (list, tuple)) else "")
         )
     maps = [_checks.as_array(f"features[{i}]", f) for i, f in enumerate(features)]
-    xs = tuple(channels_last_map(f"features[{i}]", f, channels_last) for i, f in enumerate(maps))
-    for i, x in enumerate(xs[1:], 1):
-        if x.dtype != xs[0].dtype or x.shape[0] != xs[0].shape[0] or x.shape[3] != xs[0].shape[3]:
+    shapes = tuple(check_map(f"features[{i}]", f, channels_last) for i, f in enumerate(maps))
+    for i, x in enumerate(shapes[1:], 1):
+        if (x.dtype, x.shape[0], x.shape[3]) != (shapes[0].dtype, *shapes[0].shape[::3]):
             raise ValueError(
                 f"features[{i}] must have the dtype, N and C of features[0] "
-                f"({xs[0].dtype}, {maps[0].shape}), got {x.dtype}, {maps[i].shape}"
+                f"({shapes[0].dtype}, {maps[0].shape}), got {x.dtype}, {maps[i].shape}"
             )
-    check_flat_size("features", sum(math.prod(x.shape[:3]) for x in xs))
+    check_flat_size("features", sum(math.prod(x.shape[:3]) for x in shapes))
     size = check_output_size(output_size)
     sampling_ratio = _checks.check_int("sampling_ratio", sampling_ratio)
     image_h = _image_height(image_size)
@@ -94,19 +98,21 @@ def multi_scale_roi_align(
     ):
         raise ValueError(f"canonical_scale must be a positive number, got {canonical_scale!r}")
     canonical_level = _checks.check_int("canonical_level", canonical_level)
-    scales = level_scales([x.shape[1] for x in xs], image_h)
+    scales = level_scales([x.shape[1] for x in shapes], image_h)
     rois, batched = rois_of(boxes, maps[0])
     coords = rois if batched else rois[:, 1:]
     first = -round(math.log2(scales[0]))
-    if len(xs) == 1:
+    if len(shapes) == 1:
         levels = jnp.zeros(coords.shape[:-1], jnp.int32)  # torchvision maps no level then
     else:
         # torchvision computes box areas of half types in float32.
         wide = coords.astype(jnp.promote_types(coords.dtype, jnp.float32))
-        levels = _levels(wide, first, first + len(xs) - 1, canonical_scale, canonical_level)
-    options = (size, sampling_ratio, tuple(scales))
+        levels = _levels(wide, first, first + len(shapes) - 1, canonical_scale, canonical_level)
+    blocks = channel_blocks(shapes, sampling_ratio)
+    options = (size, sampling_ratio, tuple(scales), channels_last, blocks)
     pool = _batched if batched else _rois
-    out = _core.in_compute_dtype(functools.partial(pool, levels=levels, options=options), xs, rois)
+    fn = functools.partial(pool, levels=levels, options=options)
+    out = _core.in_compute_dtype(fn, tuple(maps), rois)
     return out if channels_last else jnp.moveaxis(out, -1, -3)
 
 
@@ -169,20 +175,26 @@ def _flat(xs: Sequence[jax.Array]) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames="options")
 def _rois(xs: tuple, rois: jax.Array, levels: jax.Array, options: tuple) -> jax.Array:
-    size, sampling_ratio, scales = options
+    size, sampling_ratio, scales, channels_last, blocks = options
     index = jnp.trunc(rois[:, 0])
     inside = (index >= 0) & (index < xs[0].shape[0]) & (levels >= 0)
     image = jnp.where(inside, index, 0).astype(jnp.int32)
     coords = jnp.where(inside[:, None], rois[:, 1:], jnp.nan)
-    layout = _layout([x.shape for x in xs], scales, image, levels, rois.dtype)
-    return pool_boxes(_flat(xs), coords, layout, (size, sampling_ratio, False))
+
+    def pool(maps, image, coords, levels):
+        maps = [to_channels_last(x, channels_last) for x in maps]
+        layout = _layout([x.shape for x in maps], scales, image, levels, coords.dtype)
+        return pool_boxes(_flat(maps), coords, layout, (size, sampling_ratio, False))
+
+    axis = channel_dim(channels_last)
+    return _core.in_channel_blocks(pool, blocks, axis, xs, image, coords, levels)
 
 
 @functools.partial(jax.jit, static_argnames="options")
 def _batched(xs: tuple, boxes: jax.Array, levels: jax.Array, options: tuple) -> jax.Array:
-    size, sampling_ratio, scales = options
+    size, sampling_ratio, scales, channels_last, blocks = options
     sampling = (size, sampling_ratio, False)
-    shapes = [(1, *x.shape[1:]) for x in xs]
+    shapes = [(1, *spatial_size(x, channels_last)) for x in xs]
     image = jnp.zeros(boxes.shape[1], jnp.int32)
     boxes = jnp.where((levels >= 0)[..., None], boxes, jnp.nan)
 
@@ -194,9 +206,12 @@ def _batched(xs: tuple, boxes: jax.Array, levels: jax.Array, options: tuple) -> 
     needed = needed_chunks(rows, cols, sampling_ratio)
 
     def one_image(xi, b, level):
-        flat = _flat([x[None] for x in xi])
+        flat = _flat([to_channels_last(x[None], channels_last) for x in xi])
         return pool_boxes(
             flat, b, _layout(shapes, scales, image, level, boxes.dtype), sampling, needed
         )
 
-    return jax.vmap(one_image)(xs, boxes, levels)
+    def pool(maps, boxes, levels):
+        return jax.vmap(one_image)(maps, boxes, levels)
+
+    return _core.in_channel_blocks(pool, blocks, channel_dim(channels_last), xs, boxes, levels)

@@ -25,6 +25,11 @@ in one of three formulations, the same terms in the same order:
 * derivatives ``"matmul"``: every axis by a product with its dense weight
   matrix, with no scatter in the gradient;
 * ``"expanded"`` (either): `grid_sample` on the grid the vectors span.
+
+`roi_align` and `multi_scale_roi_align` pool from one channels-last copy of
+every map; with a fixed sampling ratio the value makes that copy a block of
+channels at a time when it is large (`roi_channel_blocks`), the derivatives
+from the whole copy.
 """
 
 from __future__ import annotations
@@ -53,6 +58,13 @@ SEPARABLE_EXPANDED_MIN_READS = 4
 # Matmul derivatives win up to this many multiply-adds per output point (all
 # channels together) and stencil corner; beyond, `grid_sample`'s own.
 SEPARABLE_MATMUL_MAX_MACS_PER_CORNER = 1280
+
+# The value's channels-last copy of RoIAlign's maps is made in blocks of at
+# most this many bytes: a fresh copy of a large buffer costs more in page
+# faults than the gathers that read it.
+ROI_BLOCK_MAX_BYTES = 24 * 2**20
+# Blocks of fewer channels gather too little per index to pay off.
+ROI_BLOCK_MIN_CHANNELS = 8
 
 
 class Plan(NamedTuple):
@@ -159,3 +171,22 @@ def _cost(
         total += math.prod(shape) // shape[i] * out_spatial[i] * per_axis[i]
         shape[i] = out_spatial[i]
     return total
+
+
+def roi_channel_blocks(pixels: int, channels: int, itemsize: int, sampling_ratio: int) -> int:
+    """The blocks of channels RoIAlign's value pools ``pixels`` positions of in turn.
+
+    With a fixed ``sampling_ratio``, the fewest equal blocks whose
+    channels-last copy fits `ROI_BLOCK_MAX_BYTES`, each of at least
+    `ROI_BLOCK_MIN_CHANNELS` channels; 1 (all at once) when the whole copy
+    fits or no such division of ``channels`` exists. Adaptive sampling takes
+    1: each block would find again which pixels every bin reads, which costs
+    more than the copy.
+    """
+    if sampling_ratio <= 0:
+        return 1
+    for blocks in range(1, channels // ROI_BLOCK_MIN_CHANNELS + 1):
+        block_bytes = pixels * (channels // blocks) * itemsize
+        if channels % blocks == 0 and block_bytes <= ROI_BLOCK_MAX_BYTES:
+            return blocks
+    return 1

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_gridsample import _checks, _core
+from jax_gridsample import _checks, _core, _policy
 from jax_gridsample._roi_sampling import Layout, box_samples, needed_chunks, pool_boxes
 
 
@@ -57,8 +57,8 @@ def roi_align(
     """
     channels_last = _checks.check_channel_axis(channel_axis, 4)
     input = _checks.as_array("input", input)  # noqa: A001
-    x = channels_last_map("input", input, channels_last)
-    check_flat_size("input", x.shape[0] * x.shape[1] * x.shape[2])
+    shape = check_map("input", input, channels_last)
+    check_flat_size("input", shape.shape[0] * shape.shape[1] * shape.shape[2])
     size = check_output_size(output_size)
     spatial_scale = _check_scale(spatial_scale)
     sampling_ratio = _checks.check_int("sampling_ratio", sampling_ratio)
@@ -66,25 +66,46 @@ def roi_align(
         raise TypeError(f"aligned must be a bool, got {type(aligned).__name__} ({aligned!r})")
     rois, batched = rois_of(boxes, input)
     options = (size, spatial_scale, sampling_ratio, bool(aligned))
-    if batched:
-        out = _core.in_compute_dtype(functools.partial(_batched, options=options), x, rois)
-    else:
-        out = _core.in_compute_dtype(functools.partial(_rois, options=options), x, rois)
+    options += (channels_last, channel_blocks([shape], sampling_ratio))
+    pool = _batched if batched else _rois
+    out = _core.in_compute_dtype(functools.partial(pool, options=options), input, rois)
     return out if channels_last else jnp.moveaxis(out, -1, -3)
 
 
-def channels_last_map(name: str, input: jax.Array, channels_last: bool) -> jax.Array:  # noqa: A002
-    """A checked 4-D floating feature map, as (N, H, W, C)."""
+def check_map(name: str, input: jax.Array, channels_last: bool) -> jax.ShapeDtypeStruct:  # noqa: A002
+    """The shape as (N, H, W, C), and the dtype, of a checked 4-D floating feature map."""
     _checks.check_float_dtype(name, input)
     if input.ndim != 4:
         layout = "(N, H, W, C)" if channels_last else "(N, C, H, W)"
         raise ValueError(
             f"{name} must be 4-D, {layout}, got {input.ndim}-D with shape {input.shape}"
         )
-    x = input if channels_last else jnp.moveaxis(input, 1, -1)
-    if 0 in x.shape[1:3]:
+    n, c, h, w = (input.shape[i] for i in ((0, 3, 1, 2) if channels_last else (0, 1, 2, 3)))
+    if h == 0 or w == 0:
         raise ValueError(f"{name} must have non-empty spatial dimensions, got shape {input.shape}")
-    return x
+    return jax.ShapeDtypeStruct((n, h, w, c), input.dtype)
+
+
+def to_channels_last(x: jax.Array, channels_last: bool) -> jax.Array:
+    """A map (N, C, H, W), or (N, H, W, C) when ``channels_last``, as (N, H, W, C)."""
+    return x if channels_last else jnp.moveaxis(x, 1, -1)
+
+
+def channel_dim(channels_last: bool) -> int:
+    """The channel axis of a map (N, C, H, W), or (N, H, W, C) when ``channels_last``."""
+    return 3 if channels_last else 1
+
+
+def spatial_size(x: jax.Array, channels_last: bool) -> tuple[int, int]:
+    """(H, W) of a map (N, C, H, W), or (N, H, W, C) when ``channels_last``."""
+    return (x.shape[1], x.shape[2]) if channels_last else (x.shape[2], x.shape[3])
+
+
+def channel_blocks(maps: Sequence[jax.ShapeDtypeStruct], sampling_ratio: int) -> int:
+    """The blocks of channels the value pools maps of shapes (N, H, W, C) in."""
+    pixels = sum(x.shape[0] * x.shape[1] * x.shape[2] for x in maps)
+    itemsize = jnp.promote_types(maps[0].dtype, jnp.float32).itemsize
+    return _policy.roi_channel_blocks(pixels, maps[0].shape[3], itemsize, sampling_ratio)
 
 
 def check_flat_size(name: str, pixels: int) -> None:
@@ -183,28 +204,35 @@ def map_layout(size: tuple[int, int], image: jax.Array, spatial_scale: float) ->
 
 @functools.partial(jax.jit, static_argnames="options")
 def _rois(x: jax.Array, rois: jax.Array, options: tuple) -> jax.Array:
-    size, spatial_scale, sampling_ratio, aligned = options
+    size, spatial_scale, sampling_ratio, aligned, channels_last, blocks = options
     n = x.shape[0]
     index = jnp.trunc(rois[:, 0])
     inside = (index >= 0) & (index < n)
     image = jnp.where(inside, index, 0).astype(jnp.int32)
     coords = jnp.where(inside[:, None], rois[:, 1:], jnp.nan)
-    flat, layout = single_map(x, image, spatial_scale)
-    return pool_boxes(flat, coords, layout, (size, sampling_ratio, aligned))
+
+    def pool(maps, image, coords):
+        flat, layout = single_map(to_channels_last(maps[0], channels_last), image, spatial_scale)
+        return pool_boxes(flat, coords, layout, (size, sampling_ratio, aligned))
+
+    return _core.in_channel_blocks(pool, blocks, channel_dim(channels_last), (x,), image, coords)
 
 
 @functools.partial(jax.jit, static_argnames="options")
 def _batched(x: jax.Array, boxes: jax.Array, options: tuple) -> jax.Array:
-    size, spatial_scale, sampling_ratio, aligned = options
+    size, spatial_scale, sampling_ratio, aligned, channels_last, blocks = options
     sampling = (size, sampling_ratio, aligned)
     image = jnp.zeros(boxes.shape[1], jnp.int32)
-    layout = map_layout((x.shape[1], x.shape[2]), image, spatial_scale)
+    layout = map_layout(spatial_size(x, channels_last), image, spatial_scale)
     rows, cols, _ = jax.vmap(lambda b: box_samples(b, layout, sampling))(boxes)
     # The chunk counts are taken over every image so that the skipping stays a conditional.
     needed = needed_chunks(rows, cols, sampling_ratio)
 
     def one_image(xi, b):
-        flat, layout = single_map(xi[None], image, spatial_scale)
+        flat, layout = single_map(to_channels_last(xi[None], channels_last), image, spatial_scale)
         return pool_boxes(flat, b, layout, sampling, needed)
 
-    return jax.vmap(one_image)(x, boxes)
+    def pool(maps, boxes):
+        return jax.vmap(one_image)(maps[0], boxes)
+
+    return _core.in_channel_blocks(pool, blocks, channel_dim(channels_last), (x,), boxes)

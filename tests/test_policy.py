@@ -7,12 +7,15 @@ their thresholds.
 
 from __future__ import annotations
 
+import functools
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import as_jax, assert_close, load_cases
+from conftest import FIXTURES, as_jax, assert_close, load_cases
 
-from jax_gridsample import _policy
+from jax_gridsample import _policy, multi_scale_roi_align, roi_align
 from jax_gridsample._core import Config
 from jax_gridsample._grid_sample import _grid_sample
 
@@ -124,3 +127,106 @@ def test_contraction_order_minimises_the_summed_cost():
     assert order((28, 28), (300, 500), (28, 28), last=0) == (1, 0)
     assert order((8, 8, 64), (8, 8, 4), (2, 2, 2), last=0) == (2, 1, 0)
     assert order((8, 64, 8), (8, 4, 8), (2, 2, 2), last=0) == (1, 2, 0)
+
+
+def test_roi_channel_blocks_follow_the_rule():
+    most = _policy.ROI_BLOCK_MAX_BYTES
+    assert most == 24 * 2**20 and _policy.ROI_BLOCK_MIN_CHANNELS == 8
+
+    def blocks(pixels, channels, itemsize=4, sampling_ratio=2):
+        return _policy.roi_channel_blocks(pixels, channels, itemsize, sampling_ratio)
+
+    # Mask R-CNN's FPN levels of two 800x1216 images: 161500 pixels, 158 MiB in float32.
+    assert blocks(161500, 256) == 8  # 19.7 MiB each; 4 blocks would hold 39.4
+    assert blocks(161500, 256, 8) == 16
+    assert blocks(161500, 256, sampling_ratio=1) == 8
+    assert blocks(161500, 256, sampling_ratio=0) == 1  # adaptive
+    assert blocks(161500, 256, sampling_ratio=-1) == 1
+    assert blocks(most // 64, 16) == 1  # fits exactly
+    assert blocks(most // 64 + 1, 16) == 2
+    assert blocks(most // 48, 24) == 2  # 2 blocks of 12 channels fit exactly
+    assert blocks(most // 48 + 1, 24) == 3
+    assert blocks(most // 32 + 1, 16) == 1  # 4 blocks would have 4 channels
+    assert blocks(10**6, 8) == 1
+    assert blocks(10**6, 257) == 1  # no equal blocks of 8 channels or more
+
+
+def _twice(a: np.ndarray, axis: int = 1) -> np.ndarray:
+    """The fixture's 3 channels twice: blocks of 2 channels then mix both copies."""
+    return np.concatenate([a, a], axis)
+
+
+def _move(a, last: bool):
+    """A channels-first array, channels last when ``last``."""
+    return jnp.moveaxis(a, 1, -1) if last else a
+
+
+def _back(a, last: bool, axis: int = 1):
+    """An output, channels-first (channels at ``axis``) again."""
+    return np.moveaxis(np.asarray(a), -1, axis) if last else np.asarray(a)
+
+
+def test_roi_align_in_channel_blocks_matches_torchvision(monkeypatch):
+    """Blocks of 2 of 6 channels, sampling_ratio 3: both layouts, rows and (N, K, 4) boxes."""
+    monkeypatch.setattr(_policy, "roi_channel_blocks", lambda *_: 3)
+    data = np.load(FIXTURES / "roi_align.npz")
+    key = "float64/aligned1/ratio3/scale0.5"
+    x, rows, cot = (data[f"float64/{k}"] for k in ("input", "rois", "cotangent"))
+    x, cot = _twice(x), _twice(cot)
+    want, want_grad = _twice(data[f"{key}/value"]), _twice(data[f"{key}/grad"])
+    first = [np.flatnonzero(rows[:, 0] == i)[:12] for i in range(2)]
+    boxes = np.stack([rows[i, 1:] for i in first])
+
+    @jax.jit
+    def run(x, rows, boxes, cot):
+        got = []
+        for last in (False, True):
+            f = functools.partial(
+                roi_align, output_size=(3, 4), spatial_scale=0.5, sampling_ratio=3,
+                aligned=True, channel_axis=-1 if last else 1,
+            )  # fmt: skip
+            value, pullback = jax.vjp(lambda a, f=f: f(a, rows), _move(x, last))
+            got.append((value, pullback(_move(cot, last))[0], f(_move(x, last), boxes)))
+        return got
+
+    with jax.enable_x64(True):
+        results = run(x, rows, boxes, cot)
+    for last, (value, grad, batched) in zip((False, True), results, strict=True):
+        tol = dict(rtol=1e-12, atol=1e-12, err_msg=f"channels last: {last}")
+        np.testing.assert_allclose(_back(value, last), want, **tol)
+        np.testing.assert_allclose(_back(grad, last), want_grad, **tol)
+        np.testing.assert_allclose(_back(batched, last, 2), want[np.stack(first)], **tol)
+
+
+def test_multi_scale_roi_align_in_channel_blocks_matches_torchvision(monkeypatch):
+    """Blocks of 2 of 6 channels of every level, sampling_ratio 2: both layouts and formats."""
+    monkeypatch.setattr(_policy, "roi_channel_blocks", lambda *_: 3)
+    data = np.load(FIXTURES / "multi_scale_roi_align.npz")
+    xs = [_twice(data[f"float64/features{i}"]) for i in range(4)]
+    rows, cot = data["float64/rois"], _twice(data["float64/cotangent"])
+    want = _twice(data["float64/ratio2/value"])
+    want_grads = [_twice(data[f"float64/ratio2/grad{i}"]) for i in range(4)]
+    first = [np.flatnonzero(rows[:, 0] == i)[:12] for i in range(2)]
+    boxes = np.stack([rows[i, 1:] for i in first])
+
+    @jax.jit
+    def run(xs, rows, boxes, cot):
+        got = []
+        for last in (False, True):
+            f = functools.partial(
+                multi_scale_roi_align, output_size=(3, 4), sampling_ratio=2,
+                image_size=(128, 160), channel_axis=-1 if last else 1,
+            )  # fmt: skip
+            maps = [_move(x, last) for x in xs]
+            value, pullback = jax.vjp(lambda m, f=f: f(m, rows), maps)
+            got.append((value, pullback(_move(cot, last))[0], f(maps, boxes)))
+        return got
+
+    with jax.enable_x64(True):
+        results = run(xs, rows, boxes, cot)
+    for last, (value, grads, batched) in zip((False, True), results, strict=True):
+        tol = dict(rtol=1e-12, atol=1e-12, err_msg=f"channels last: {last}")
+        np.testing.assert_allclose(_back(value, last), want, **tol)
+        for grad, want_grad in zip(grads, want_grads, strict=True):
+            np.testing.assert_allclose(_back(grad, last), want_grad, **tol)
+        np.testing.assert_allclose(_back(batched, last, 2), want[np.stack(first)], **tol)
