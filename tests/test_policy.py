@@ -166,36 +166,45 @@ def _back(a, last: bool, axis: int = 1):
     return np.moveaxis(np.asarray(a), -1, axis) if last else np.asarray(a)
 
 
+def _check_in_both_layouts(pool, maps, rows, cot, want, want_grads):
+    """``pool(maps, boxes, channel_axis)`` against the fixture's value and input gradients,
+    for the (K, 5) ``rows`` and, as (N, K, 4) boxes, the first 12 of each image: both
+    layouts, one program."""
+    first = [np.flatnonzero(rows[:, 0] == i)[:12] for i in range(2)]
+    boxes = np.stack([rows[i, 1:] for i in first])
+
+    @jax.jit
+    def run(maps, rows, boxes, cot):
+        got = []
+        for last in (False, True):
+            f = functools.partial(pool, channel_axis=-1 if last else 1)
+            moved = [_move(x, last) for x in maps]
+            value, pullback = jax.vjp(lambda m, f=f: f(m, rows), moved)
+            got.append((value, pullback(_move(cot, last))[0], f(moved, boxes)))
+        return got
+
+    with jax.enable_x64(True):
+        results = run(maps, rows, boxes, cot)
+    for last, (value, grads, batched) in zip((False, True), results, strict=True):
+        tol = dict(rtol=1e-12, atol=1e-12, err_msg=f"channels last: {last}")
+        np.testing.assert_allclose(_back(value, last), want, **tol)
+        for grad, want_grad in zip(grads, want_grads, strict=True):
+            np.testing.assert_allclose(_back(grad, last), want_grad, **tol)
+        np.testing.assert_allclose(_back(batched, last, 2), want[np.stack(first)], **tol)
+
+
 def test_roi_align_in_channel_blocks_matches_torchvision(monkeypatch):
     """Blocks of 2 of 6 channels, sampling_ratio 3: both layouts, rows and (N, K, 4) boxes."""
     monkeypatch.setattr(_policy, "roi_channel_blocks", lambda *_: 3)
     data = np.load(FIXTURES / "roi_align.npz")
     key = "float64/aligned1/ratio3/scale0.5"
     x, rows, cot = (data[f"float64/{k}"] for k in ("input", "rois", "cotangent"))
-    x, cot = _twice(x), _twice(cot)
+
+    def pool(maps, boxes, channel_axis):
+        return roi_align(maps[0], boxes, (3, 4), 0.5, 3, True, channel_axis=channel_axis)
+
     want, want_grad = _twice(data[f"{key}/value"]), _twice(data[f"{key}/grad"])
-    first = [np.flatnonzero(rows[:, 0] == i)[:12] for i in range(2)]
-    boxes = np.stack([rows[i, 1:] for i in first])
-
-    @jax.jit
-    def run(x, rows, boxes, cot):
-        got = []
-        for last in (False, True):
-            f = functools.partial(
-                roi_align, output_size=(3, 4), spatial_scale=0.5, sampling_ratio=3,
-                aligned=True, channel_axis=-1 if last else 1,
-            )  # fmt: skip
-            value, pullback = jax.vjp(lambda a, f=f: f(a, rows), _move(x, last))
-            got.append((value, pullback(_move(cot, last))[0], f(_move(x, last), boxes)))
-        return got
-
-    with jax.enable_x64(True):
-        results = run(x, rows, boxes, cot)
-    for last, (value, grad, batched) in zip((False, True), results, strict=True):
-        tol = dict(rtol=1e-12, atol=1e-12, err_msg=f"channels last: {last}")
-        np.testing.assert_allclose(_back(value, last), want, **tol)
-        np.testing.assert_allclose(_back(grad, last), want_grad, **tol)
-        np.testing.assert_allclose(_back(batched, last, 2), want[np.stack(first)], **tol)
+    _check_in_both_layouts(pool, [_twice(x)], rows, _twice(cot), want, [want_grad])
 
 
 def test_multi_scale_roi_align_in_channel_blocks_matches_torchvision(monkeypatch):
@@ -204,29 +213,10 @@ def test_multi_scale_roi_align_in_channel_blocks_matches_torchvision(monkeypatch
     data = np.load(FIXTURES / "multi_scale_roi_align.npz")
     xs = [_twice(data[f"float64/features{i}"]) for i in range(4)]
     rows, cot = data["float64/rois"], _twice(data["float64/cotangent"])
+
+    def pool(maps, boxes, channel_axis):
+        return multi_scale_roi_align(maps, boxes, (3, 4), 2, (128, 160), channel_axis=channel_axis)
+
     want = _twice(data["float64/ratio2/value"])
     want_grads = [_twice(data[f"float64/ratio2/grad{i}"]) for i in range(4)]
-    first = [np.flatnonzero(rows[:, 0] == i)[:12] for i in range(2)]
-    boxes = np.stack([rows[i, 1:] for i in first])
-
-    @jax.jit
-    def run(xs, rows, boxes, cot):
-        got = []
-        for last in (False, True):
-            f = functools.partial(
-                multi_scale_roi_align, output_size=(3, 4), sampling_ratio=2,
-                image_size=(128, 160), channel_axis=-1 if last else 1,
-            )  # fmt: skip
-            maps = [_move(x, last) for x in xs]
-            value, pullback = jax.vjp(lambda m, f=f: f(m, rows), maps)
-            got.append((value, pullback(_move(cot, last))[0], f(maps, boxes)))
-        return got
-
-    with jax.enable_x64(True):
-        results = run(xs, rows, boxes, cot)
-    for last, (value, grads, batched) in zip((False, True), results, strict=True):
-        tol = dict(rtol=1e-12, atol=1e-12, err_msg=f"channels last: {last}")
-        np.testing.assert_allclose(_back(value, last), want, **tol)
-        for grad, want_grad in zip(grads, want_grads, strict=True):
-            np.testing.assert_allclose(_back(grad, last), want_grad, **tol)
-        np.testing.assert_allclose(_back(batched, last, 2), want[np.stack(first)], **tol)
+    _check_in_both_layouts(pool, xs, rows, cot, want, want_grads)
