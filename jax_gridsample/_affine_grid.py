@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jax_gridsample import _checks
+from jax_gridsample import _checks, _core
 
 
 def affine_grid(
@@ -99,7 +99,7 @@ def base_coordinates(size: int, align_corners: bool) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnames=("spatial", "align_corners"))
 def _affine_grid(theta: jax.Array, spatial: tuple[int, ...], align_corners: bool) -> jax.Array:
-    compute = jnp.promote_types(theta.dtype, jnp.float32)
+    compute = _core.compute_dtype(theta.dtype)
     t = theta.astype(compute)
     ndim = len(spatial)
     # Coordinate j (x, y, z) varies along spatial axis ndim - 1 - j.

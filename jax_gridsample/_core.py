@@ -57,6 +57,11 @@ def check_options(
     return Config(mode, padding_mode, align_corners, channels_last)
 
 
+def compute_dtype(dtype: Any) -> jnp.dtype:
+    """The dtype a computation on ``dtype`` runs in: float32 for half types, else ``dtype``."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def in_compute_dtype(fn: Callable[..., jax.Array], x: Any, *args: Any) -> jax.Array:
     """``fn(x, *args)`` computed in float32 at least, rounded once to ``x``'s dtype.
 
@@ -64,7 +69,7 @@ def in_compute_dtype(fn: Callable[..., jax.Array], x: Any, *args: Any) -> jax.Ar
     computed in float32 and rounded once, as torch does on CUDA.
     """
     dtype = jax.tree.leaves(x)[0].dtype
-    compute = jnp.promote_types(dtype, jnp.float32)
+    compute = compute_dtype(dtype)
     cast = jax.tree.map(lambda a: a.astype(compute), (x, *args))
     return fn(*cast).astype(dtype)
 

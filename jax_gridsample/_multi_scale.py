@@ -84,7 +84,7 @@ def multi_scale_roi_align(
     maps = [_checks.as_array(f"features[{i}]", f) for i, f in enumerate(features)]
     shapes = tuple(check_map(f"features[{i}]", f, channels_last) for i, f in enumerate(maps))
     for i, x in enumerate(shapes[1:], 1):
-        if (x.dtype, x.shape[0], x.shape[3]) != (shapes[0].dtype, *shapes[0].shape[::3]):
+        if _dtype_n_c(x) != _dtype_n_c(shapes[0]):
             raise ValueError(
                 f"features[{i}] must have the dtype, N and C of features[0] "
                 f"({shapes[0].dtype}, {maps[0].shape}), got {x.dtype}, {maps[i].shape}"
@@ -106,7 +106,7 @@ def multi_scale_roi_align(
         levels = jnp.zeros(coords.shape[:-1], jnp.int32)  # torchvision maps no level then
     else:
         # torchvision computes box areas of half types in float32.
-        wide = coords.astype(jnp.promote_types(coords.dtype, jnp.float32))
+        wide = coords.astype(_core.compute_dtype(coords.dtype))
         levels = _levels(wide, first, first + len(shapes) - 1, canonical_scale, canonical_level)
     blocks = channel_blocks(shapes, sampling_ratio)
     options = (size, sampling_ratio, tuple(scales), channels_last, blocks)
@@ -114,6 +114,11 @@ def multi_scale_roi_align(
     fn = functools.partial(pool, levels=levels, options=options)
     out = _core.in_compute_dtype(fn, tuple(maps), rois)
     return out if channels_last else jnp.moveaxis(out, -1, -3)
+
+
+def _dtype_n_c(shape: jax.ShapeDtypeStruct) -> tuple:
+    """What every level must share: the dtype, N and C of its (N, H, W, C) shape."""
+    return shape.dtype, shape.shape[0], shape.shape[3]
 
 
 def _image_height(image_size: Any) -> int:

@@ -104,7 +104,7 @@ def spatial_size(x: jax.Array, channels_last: bool) -> tuple[int, int]:
 def channel_blocks(maps: Sequence[jax.ShapeDtypeStruct], sampling_ratio: int) -> int:
     """The blocks of channels the value pools maps of shapes (N, H, W, C) in."""
     pixels = sum(x.shape[0] * x.shape[1] * x.shape[2] for x in maps)
-    itemsize = jnp.promote_types(maps[0].dtype, jnp.float32).itemsize
+    itemsize = _core.compute_dtype(maps[0].dtype).itemsize
     return _policy.roi_channel_blocks(pixels, maps[0].shape[3], itemsize, sampling_ratio)
 
 
