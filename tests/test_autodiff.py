@@ -75,19 +75,23 @@ def test_jvp_vjp_consistent_and_hessian_finite(ndim, mode, pad, align):
     tx = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
     tg = jnp.asarray(rng.standard_normal(g.shape), jnp.float32)
 
+    ct = jnp.asarray(rng.standard_normal((2, 2) + (3,) * ndim), jnp.float32)
+
     def f(x, g):
         return grid_sample(x, g, mode, pad, align)
 
-    out, jvp_out = jax.jvp(f, (x, g), (tx, tg))
-    ct = jnp.asarray(rng.standard_normal(out.shape), jnp.float32)
-    _, vjp = jax.vjp(f, x, g)
-    vx, vg = vjp(ct)
-    lhs = float(jnp.vdot(jvp_out, ct))
-    rhs = float(jnp.vdot(tx, vx) + jnp.vdot(tg, vg))
-    assert abs(lhs - rhs) <= 1e-4 * max(1.0, abs(lhs))
+    @jax.jit  # one program for the three transformations
+    def transformed(x, g, tx, tg, ct):
+        _, jvp_out = jax.jvp(f, (x, g), (tx, tg))
+        _, vjp = jax.vjp(f, x, g)
+        hess = jax.hessian(lambda g: f(x, g)[0, 0].sum())(g)
+        return jvp_out, vjp(ct), hess
 
-    hess = jax.hessian(lambda g: f(x, g)[0, 0].sum())(g)
-    assert np.all(np.isfinite(np.asarray(hess)))
+    jvp_out, (vx, vg), hess = jax.tree.map(np.asarray, transformed(x, g, tx, tg, ct))
+    lhs = float(np.vdot(jvp_out, ct))
+    rhs = float(np.vdot(tx, vx) + np.vdot(tg, vg))
+    assert abs(lhs - rhs) <= 1e-4 * max(1.0, abs(lhs))
+    assert np.all(np.isfinite(hess))
 
 
 def test_vmap_over_extra_axis_matches_loop():
@@ -215,9 +219,14 @@ def test_many_channels_match_the_same_channels_in_parts(ndim, mode):
         h = c // 2 - 1
         return jnp.concatenate([f(x[:, :h], g), f(x[:, h : 2 * h], g), f(x[:, 2 * h :], g)], 1)
 
-    (out, vjp), (ref, vjp_ref) = jax.vjp(f, x, g), jax.vjp(split, x, g)
+    @jax.jit  # one program for both
+    def values_and_gradients(x, g, ct):
+        (out, vjp), (ref, vjp_ref) = jax.vjp(f, x, g), jax.vjp(split, x, g)
+        return (out, ref), (vjp(ct), vjp_ref(ct))
+
+    (out, ref), (grads, grads_ref) = values_and_gradients(x, g, ct)
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-6, atol=1e-6)
-    for a, b in zip(vjp(ct), vjp_ref(ct), strict=True):
+    for a, b in zip(grads, grads_ref, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
 
 
