@@ -28,7 +28,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 import numpy as np
-from bench import CASES, SEPARABLE_CASES, _inputs, _stats, _time
+from bench import CASES, SEPARABLE_CASES, _inputs, _stats, _time, cpu_model
 
 import jax_gridsample
 
@@ -159,6 +159,7 @@ def main():
     if args.json:
         env = {
             "jax": jax.__version__,
+            "cpu": cpu_model(),
             "base": args.base,
             "repeats": args.repeats,
             "inner": args.inner,

@@ -50,6 +50,21 @@ CASES = {
 }
 
 
+def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The host CPU's model name (from Linux's ``cpuinfo``), else what `platform` says.
+
+    Ratios against torch differ between CPUs by 2-4x (XLA's and torch's
+    kernels are compiled differently), so every result records the CPU.
+    """
+    try:
+        with open(cpuinfo) as f:
+            info = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        info = {}
+    name = {k.strip(): v.strip() for k, v in info.items()}.get("model name")
+    return name or platform.processor() or platform.machine()
+
+
 def _inputs(shape, out, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(np.float32)
@@ -352,6 +367,8 @@ def main():
         "device": str(jax.devices()[0].device_kind),
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
         "torch": getattr(torch, "__version__", None),
         "torch_device": tdev,
         "torch_threads": torch.get_num_threads() if torch is not None else None,
@@ -473,8 +490,9 @@ def _plot(results, env, path):
     ax.set_yticks(y, names)
     _log2_ticks(ax)
     ax.set_xlabel("time ours / torch (lower is better)")
+    host = f", {env['cpu']}" if "cpu" in env else ""
     ax.set_title(
-        f"{env['device']} ({env['backend']}), {env['dtype']}, torch on {env['torch_device']}"
+        f"{env['device']} ({env['backend']}{host}), {env['dtype']}, torch on {env['torch_device']}"
     )
     ax.legend()
     fig.tight_layout()

@@ -226,6 +226,7 @@ def main():
         "backend": jax.default_backend(),
         "devices": [str(d.device_kind) for d in jax.devices()],
         "python": platform.python_version(),
+        "cpu": bench.cpu_model(),
         "numpy": np.__version__,
         "torch": getattr(torch, "__version__", None),
         "torch_device": tdev,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import platform
 import subprocess
 import sys
 
@@ -82,3 +83,15 @@ def test_separable_plot_ratios_fall_back_to_the_expanded_grid_without_torch():
     )
     without = [row(separable_forward=1.0, expanded_forward=4.0)]
     assert bench.separable_ratios(without, "forward") == ("expanded", {"separable": [0.25]})
+
+
+def test_benchmarks_record_the_cpu_model(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: X\nmodel name\t: Example CPU @ 2.00GHz\n")
+    assert bench.cpu_model(str(cpuinfo)) == "Example CPU @ 2.00GHz"
+    # Without a cpuinfo file, what the platform module reports.
+    missing = str(tmp_path / "missing")
+    assert bench.cpu_model(missing) == (platform.processor() or platform.machine())
