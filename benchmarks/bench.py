@@ -53,8 +53,8 @@ CASES = {
 def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The host CPU's model name (from Linux's ``cpuinfo``), else what `platform` says.
 
-    Ratios against torch differ between CPUs by 2-4x (XLA's and torch's
-    kernels are compiled differently), so every result records the CPU.
+    Ratios against torch depend on the CPU (one case's differed 4x between
+    two hosts), so every result records it.
     """
     try:
         with open(cpuinfo) as f:

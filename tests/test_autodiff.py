@@ -74,7 +74,6 @@ def test_jvp_vjp_consistent_and_hessian_finite(ndim, mode, pad, align):
     g = jnp.asarray(g + rng.uniform(-0.5, 0.5, g.shape) * (rng.random(g.shape) < 0.5), jnp.float32)
     tx = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
     tg = jnp.asarray(rng.standard_normal(g.shape), jnp.float32)
-
     ct = jnp.asarray(rng.standard_normal((2, 2) + (3,) * ndim), jnp.float32)
 
     def f(x, g):
