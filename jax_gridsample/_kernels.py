@@ -187,9 +187,10 @@ def sample_one(
       align_corners: see `unnormalize`.
       channels_last: layout of ``inp`` and of the result.
       formulation: how the stencil corners are summed: ``"loop"``,
-        ``"fused"`` or ``"fused_stored"`` (see `_accumulate_corners`; which
-        one `grid_sample` uses is `_policy`'s choice). Same terms in the
-        same order.
+        ``"fused"`` or ``"fused_stored"`` (see `_accumulate_corners`, and
+        `_stored_nearest_offsets` for nearest's one gather; which one
+        `grid_sample` uses is `_policy`'s choice). Same terms in the same
+        order.
 
     Returns:
       `(C, *out)` samples, or `(*out, C)` if ``channels_last``; dtype of ``inp``.
@@ -199,10 +200,7 @@ def sample_one(
     out_shape = grid.shape[:-1]
     points = grid.reshape(-1, ndim)
 
-    coords = [
-        unnormalize(points[:, ndim - 1 - axis], size, align_corners, ndim)
-        for axis, size in enumerate(spatial)
-    ]
+    coords = _coordinates(points, spatial, align_corners)
     num_taps, tap_fn = TAP_FNS[mode]
     static: dict[tuple[int, int], Tap] = {}
 
@@ -220,7 +218,10 @@ def sample_one(
     flat = inp.reshape(-1, channels) if channels_last else inp.reshape(channels, -1)
     k = num_corners(mode, ndim)
     if k == 1:  # nearest: one gather, invalid points read 0
-        index, _ = corner(0)
+        if formulation == "fused_stored":
+            index = _stored_nearest_offsets(points, spatial, padding_mode, align_corners)
+        else:
+            index, _ = corner(0)
         out = _take(flat, index, channels_last, mode="fill", fill_value=0)
     else:
 
@@ -233,6 +234,40 @@ def sample_one(
     if channels_last:
         return out.reshape(*out_shape, channels)
     return out.reshape(channels, *out_shape)
+
+
+def _coordinates(
+    points: jax.Array, spatial: tuple[int, ...], align_corners: bool
+) -> list[jax.Array]:
+    """Per spatial axis, the `(P,)` pixel coordinates of ``points`` `(P, d)` (x: the last axis)."""
+    ndim = len(spatial)
+    return [
+        unnormalize(points[:, ndim - 1 - axis], size, align_corners, ndim)
+        for axis, size in enumerate(spatial)
+    ]
+
+
+def _stored_nearest_offsets(
+    points: jax.Array, spatial: tuple[int, ...], padding_mode: str, align_corners: bool
+) -> jax.Array:
+    """Nearest's `(P,)` offsets (`_corner`) of ``points`` `(P, d)`, computed in a loop.
+
+    XLA does not fuse across a loop, so each point's offset is computed once
+    and stored; fused into the gather it is computed again for every channel.
+    The loop runs over two halves of the points: XLA inlines a one-trip loop.
+    """
+    count, ndim = points.shape
+    halves = jnp.pad(points, ((0, count % 2), (0, 0))).reshape(2, -1, ndim)
+
+    def offsets(half: jax.Array) -> jax.Array:
+        coords = _coordinates(half, spatial, align_corners)
+
+        def tap(axis: int, k: int | jax.Array) -> Tap:
+            return _nearest_tap(coords[axis], spatial[axis], padding_mode, align_corners, k)
+
+        return _corner(tap, spatial, 1, 0)[0]
+
+    return jax.lax.map(offsets, halves).reshape(-1)[:count]
 
 
 def _accumulate_corners(

@@ -12,7 +12,8 @@ in one of three formulations, the same terms in the same order:
 * ``"fused"``: one expression over the corners, which XLA fuses into a
   single pass over the points;
 * ``"fused_stored"``: the same after a loop that stores every corner's
-  offsets and weights, computed once per point instead of once per channel;
+  offsets and weights (nearest's offsets), computed once per point instead
+  of once per channel;
 * ``"loop"``: a `lax.scan` over the corners of a channels-last input (moved
   there if needed), gathering whole C-vectors; its derivatives are always
   the ones `grid_sample` takes (bounded temporaries whatever the stencil).
@@ -81,13 +82,13 @@ def grid_sample_plan(mode: str, ndim: int, channels: int, channels_last: bool) -
     input is channels-last, or channels-first with at least
     `RELAYOUT_MIN_CHANNELS` channels (contiguous C-vectors beat strided
     channels by more than the two transposes cost). Otherwise fused, with
-    the offsets and weights stored first from ``2 * K`` channels on.
-    Nearest is a single gather either way.
+    the offsets (and weights) stored first from ``2 * K`` channels on: from
+    2 channels on for nearest, a single gather either way.
     """
     corners = num_corners(mode, ndim)
     if corners > 4 and (channels_last or channels >= RELAYOUT_MIN_CHANNELS):
         value = "loop"
-    elif corners > 1 and channels >= 2 * corners:
+    elif channels >= 2 * corners:
         value = "fused_stored"
     else:
         value = "fused"

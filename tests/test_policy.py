@@ -65,8 +65,11 @@ def test_grid_sample_plan_follows_the_measured_rules():
     assert plan("bicubic", 2, 1, True).value == "loop"
     assert plan("bilinear", 3, 63, False).value == "fused_stored"
     assert plan("bilinear", 3, 64, False).value == "loop"
-    assert plan("nearest", 3, 4096, False).value == "fused"  # a single gather
-    assert plan("nearest", 2, 1, True) == ("fused", "loop")
+    assert plan("nearest", 2, 1, True) == ("fused", "loop")  # a single gather
+    assert plan("nearest", 2, 1, False).value == "fused"
+    assert plan("nearest", 2, 2, False).value == "fused_stored"  # C >= 2K = 2
+    assert plan("nearest", 2, 2, True).value == "fused_stored"
+    assert plan("nearest", 3, 4096, False).value == "fused_stored"  # never re-lays out
 
 
 def test_separable_plan_follows_the_measured_rules():
