@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import platform
 import statistics
@@ -185,14 +186,35 @@ def bench_case(name, spec, args, torch, tdev):
         bwd = jax.grad(lambda a, b, f=f: loss(a, b, f), argnums=(0, 1))
         _compile(result, fns, key, f, bwd, jx, jg)
 
-    return _run(
-        result, fns, _torch_fns(torch, tdev, args.dtype, x, g, ct, spec[2:]), args, torch, tdev
-    )
+    torch_fns = _torch_fns(torch, tdev, args.dtype, x, g, ct, spec[2:], result)
+    return _run(result, fns, torch_fns, args, torch, tdev)
 
 
-def _torch_fns(torch, tdev, dtype, x, g, ct, options):
-    """torch's grid_sample forward and fwd+bwd (w.r.t. input and grid), keyed like ours."""
+# torch's 4-D CPU kernels index half-type inputs with 16-bit offsets: past this
+# many pixels per channel its results are wrong, and its backward corrupted the
+# heap (the process aborted) on 256x256 inputs. Its 5-D kernels use wider ones.
+TORCH_CPU_HALF_MAX_PIXELS = 2**15 - 1
+
+
+def torch_skipped(tdev: str, dtype: str, shape: tuple[int, ...]) -> str | None:
+    """Why torch is not timed on an input of ``shape`` `(N, C, *spatial)`, or None."""
+    pixels = math.prod(shape[2:])
+    half = dtype in ("bfloat16", "float16")
+    if tdev == "cpu" and half and len(shape) == 4 and pixels > TORCH_CPU_HALF_MAX_PIXELS:
+        return f"torch CPU {dtype}: {pixels} pixels per channel overflow its 16-bit offsets"
+    return None
+
+
+def _torch_fns(torch, tdev, dtype, x, g, ct, options, result):
+    """torch's grid_sample forward and fwd+bwd (w.r.t. input and grid), keyed like ours.
+
+    Empty where `torch_skipped` gives a reason, which goes in ``result["torch skipped"]``.
+    """
     if torch is None:
+        return {}
+    skipped = torch_skipped(tdev, dtype, x.shape)
+    if skipped:
+        result["torch skipped"] = skipped
         return {}
     mode, pad, align = options
     F = torch.nn.functional
@@ -311,7 +333,7 @@ def bench_separable_case(name, spec, args, torch, tdev):
     result = {"case": name, "kind": "separable", "dtype": args.dtype, "compile_s": {}}
     _compile(result, fns, "separable", separable, grads(separable, 3), jx, jax_, jay)
     _compile(result, fns, "expanded", expanded, grads(expanded, 2), jx, jg)
-    torch_fns = _torch_fns(torch, tdev, args.dtype, x, g, ct, (mode, pad, False))
+    torch_fns = _torch_fns(torch, tdev, args.dtype, x, g, ct, (mode, pad, False), result)
     result = _run(result, fns, torch_fns, args, torch, tdev, ours="separable")
     for tag in ("forward", "fwd+bwd"):
         t = result["timings"]
@@ -410,7 +432,8 @@ def main():
         print(
             f"{name:34s} {ms('ours forward')} {ms('torch forward')} "
             f"{r.get('ratio forward', float('nan')):6.2f} {ms('ours fwd+bwd')} "
-            f"{ms('torch fwd+bwd')} {r.get('ratio fwd+bwd', float('nan')):6.2f}",
+            f"{ms('torch fwd+bwd')} {r.get('ratio fwd+bwd', float('nan')):6.2f}"
+            + (f"  ({r['torch skipped']})" if "torch skipped" in r else ""),
             flush=True,
         )
     summary = {}

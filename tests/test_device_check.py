@@ -95,3 +95,19 @@ def test_benchmarks_record_the_cpu_model(tmp_path):
     # Without a cpuinfo file, what the platform module reports.
     missing = str(tmp_path / "missing")
     assert bench.cpu_model(missing) == (platform.processor() or platform.machine())
+
+
+def test_benchmarks_skip_torch_where_its_cpu_half_kernels_overflow():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench
+
+    # 181 x 181 = 32761 pixels fit torch's 16-bit offsets; 128 x 257 = 32896 do not.
+    assert bench.torch_skipped("cpu", "bfloat16", (4, 3, 181, 181)) is None
+    assert bench.torch_skipped("cpu", "bfloat16", (1, 1, 1, 32767)) is None
+    reason = bench.torch_skipped("cpu", "bfloat16", (1, 1, 1, 32768))
+    assert reason is not None and "32768 pixels" in reason
+    assert bench.torch_skipped("cpu", "float16", (4, 3, 128, 257)) is not None
+    # 5-D inputs, float32 on the CPU, and CUDA in any dtype index with wider offsets.
+    assert bench.torch_skipped("cpu", "bfloat16", (2, 4, 64, 64, 64)) is None
+    assert bench.torch_skipped("cpu", "float32", (4, 3, 256, 256)) is None
+    assert bench.torch_skipped("cuda", "bfloat16", (4, 3, 256, 256)) is None
