@@ -14,8 +14,17 @@ import pytest
 ROOT = pathlib.Path(__file__).parent.parent
 
 
+@pytest.fixture(name="bench")
+def _bench():
+    """``benchmarks/bench.py``, imported the way the scripts next to it import it."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench
+
+    return bench
+
+
 @pytest.mark.slow
-def test_device_check_dry_run(tmp_path):
+def test_device_check_dry_run(tmp_path, bench):
     run = subprocess.run(
         # A budget a slow 2-core CPU shared with another pytest worker does not
         # run out of: the dry run took about 4 minutes unconstrained there, and
@@ -61,18 +70,12 @@ def test_device_check_dry_run(tmp_path):
         "taps+expanded",
         "expanded+expanded",
     }
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import bench
-
     assert {c for _, c in separable} == set(bench.SEPARABLE_CASES)
     for row in report["separable"]:
         assert {"separable fwd+bwd", "expanded fwd+bwd"} <= set(row["timings"])
 
 
-def test_separable_plot_ratios_fall_back_to_the_expanded_grid_without_torch():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import bench
-
+def test_separable_plot_ratios_fall_back_to_the_expanded_grid_without_torch(bench):
     def row(**ms):
         return {"timings": {k.replace("_", " "): {"median_ms": v} for k, v in ms.items()}}
 
@@ -85,10 +88,7 @@ def test_separable_plot_ratios_fall_back_to_the_expanded_grid_without_torch():
     assert bench.separable_ratios(without, "forward") == ("expanded", {"separable": [0.25]})
 
 
-def test_benchmarks_record_the_cpu_model(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import bench
-
+def test_benchmarks_record_the_cpu_model(tmp_path, bench):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: X\nmodel name\t: Example CPU @ 2.00GHz\n")
     assert bench.cpu_model(str(cpuinfo)) == "Example CPU @ 2.00GHz"
@@ -97,10 +97,7 @@ def test_benchmarks_record_the_cpu_model(tmp_path):
     assert bench.cpu_model(missing) == (platform.processor() or platform.machine())
 
 
-def test_benchmarks_skip_torch_where_its_cpu_half_kernels_overflow():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import bench
-
+def test_benchmarks_skip_torch_where_its_cpu_half_kernels_overflow(bench):
     # 181 x 181 = 32761 pixels fit torch's 16-bit offsets; 128 x 257 = 32896 do not.
     assert bench.torch_skipped("cpu", "bfloat16", (4, 3, 181, 181)) is None
     assert bench.torch_skipped("cpu", "bfloat16", (1, 1, 1, 32767)) is None
