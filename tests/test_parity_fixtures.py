@@ -143,13 +143,27 @@ def in_parts(groups_, split):
     return pytest.mark.parametrize("indices,part", params)
 
 
-_, MATRIX, MATRIX_ARRAYS = load_cases("grid_sample.npz")
 _, HALF, HALF_ARRAYS = load_cases("half.npz")
-_, HOSTILE, HOSTILE_ARRAYS = load_cases("hostile.npz")
 _, AFFINE, AFFINE_ARRAYS = load_cases("affine_grid.npz")
 _, PIXEL, PIXEL_ARRAYS = load_cases("pixel.npz")
 _, SEPARABLE, SEPARABLE_ARRAYS = load_cases("separable.npz")
 
+
+def joined(*files):
+    """The cases of several fixture files as one list, with one ``arrays(i)`` for all."""
+    loaded = [load_cases(f)[1:] for f in files]
+    starts = np.cumsum([0] + [len(cases) for cases, _ in loaded])
+
+    def arrays(i):
+        k = int(np.searchsorted(starts, i, side="right")) - 1
+        return loaded[k][1](i - starts[k])
+
+    return [case for cases, _ in loaded for case in cases], arrays
+
+
+# The non-finite and huge grids have the shape s1 of the matrix, so they are
+# sampled in the calls of its cases with the same options: no extra sampler.
+MATRIX, MATRIX_ARRAYS = joined("grid_sample.npz", "hostile.npz")
 MATRIX_GROUPS = groups(MATRIX, 5)  # (rank, mode, dtype, shape): the grid kinds and options
 
 
@@ -157,7 +171,8 @@ MATRIX_GROUPS = groups(MATRIX, 5)  # (rank, mode, dtype, shape): the grid kinds 
     "indices", [g for _, g in MATRIX_GROUPS], ids=[k for k, _ in MATRIX_GROUPS]
 )
 def test_matrix(indices):
-    """Every mode x padding x align_corners x rank x dtype x shape x grid kind x layout."""
+    """Every mode x padding x align_corners x rank x dtype x shape x grid kind x layout;
+    on shape s1 also grids with NaN, infinite and huge values (docs/semantics.md)."""
     check_grid_sample_group(MATRIX, MATRIX_ARRAYS, indices)
 
 
@@ -167,14 +182,6 @@ HALF_GROUPS = groups(HALF)
 @in_parts(HALF_GROUPS, lambda k: "-float16" in k or k == "4d-bilinear-bfloat16")
 def test_half_dtypes(indices, part):
     check_grid_sample_group(HALF, HALF_ARRAYS, indices, part)
-
-
-HOSTILE_GROUPS = groups(HOSTILE)
-
-
-@in_parts(HOSTILE_GROUPS, lambda k: "-float32" in k)
-def test_nonfinite_and_huge_grids(indices, part):
-    check_grid_sample_group(HOSTILE, HOSTILE_ARRAYS, indices, part)
 
 
 PIXEL_GROUPS = groups(PIXEL, -1)  # (rank, mode, dtype, grid set)
@@ -264,4 +271,6 @@ def test_fixture_provenance():
     meta, cases, _ = load_cases("grid_sample.npz")
     assert meta["torch_version"].startswith("2.")
     assert len(cases) == 648
-    assert sum(len(g) for _, g in MATRIX_GROUPS) == 648
+    hostile = [c for c in MATRIX if c["id"].endswith("-s1-hostile")]
+    assert len(hostile) == 60 and len(MATRIX) == 708
+    assert sum(len(g) for _, g in MATRIX_GROUPS) == 708

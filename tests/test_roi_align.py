@@ -31,34 +31,38 @@ def value_and_grad(x, rois, cotangent, scale, ratio, aligned):
     return out, pullback(cotangent)[0]
 
 
-def _cases():
+def _groups():
+    """Per dtype and ``aligned``, the quick case, then the others in one slow group.
+
+    Quick: one sampling kind per ``aligned`` and dtype, the other for the other dtype.
+    """
     for dtype in ("float32", "float64"):
         for aligned in (False, True):
-            for ratio in (-1, 0, 1, 2, 3, 5):
-                for scale in (1.0, 0.5):
-                    slow = ratio not in QUICK_RATIOS or scale == 1.0
-                    # Quick: one sampling kind per `aligned` and dtype, the other for the
-                    # other dtype.
-                    slow = slow or ((dtype == "float64") == ((ratio == -1) == aligned))
-                    marks = [pytest.mark.slow] if slow else []
-                    yield pytest.param(
-                        dtype,
-                        aligned,
-                        ratio,
-                        scale,
-                        marks=marks,
-                        id=f"{dtype}-a{int(aligned)}-r{ratio}-s{scale}",
-                    )
+            quick_ratio = QUICK_RATIOS[(dtype == "float64") == aligned]
+            cases = [(ratio, scale) for ratio in (-1, 0, 1, 2, 3, 5) for scale in (1.0, 0.5)]
+            quick = [(quick_ratio, 0.5)]
+            others = [c for c in cases if c not in quick]
+            for group, marks in ((quick, []), (others, [pytest.mark.slow])):
+                name = f"r{quick_ratio}-s0.5" if group is quick else "others"
+                yield pytest.param(
+                    dtype, aligned, group, marks=marks, id=f"{dtype}-a{int(aligned)}-{name}"
+                )
 
 
-@pytest.mark.parametrize("dtype,aligned,ratio,scale", list(_cases()))
-def test_values_and_input_gradients_match_torchvision(dtype, aligned, ratio, scale):
+@pytest.mark.parametrize("dtype,aligned,group", list(_groups()))
+def test_values_and_input_gradients_match_torchvision(dtype, aligned, group):
+    """Each (sampling_ratio, spatial_scale) of ``group``: one compiled program for all."""
     x, rois, cot = (DATA[f"{dtype}/{k}"] for k in ("input", "rois", "cotangent"))
-    key = f"{dtype}/aligned{int(aligned)}/ratio{ratio}/scale{scale}"
-    out, grad = value_and_grad(x, rois, cot, scale, ratio, aligned)
-    assert out.dtype == grad.dtype == np.dtype(dtype)
-    np.testing.assert_allclose(out, DATA[f"{key}/value"], **TOL[dtype])
-    np.testing.assert_allclose(grad, DATA[f"{key}/grad"], **TOL[dtype])
+
+    @jax.jit
+    def run(x, rois, cot):
+        return [value_and_grad(x, rois, cot, scale, ratio, aligned) for ratio, scale in group]
+
+    for (ratio, scale), (out, grad) in zip(group, run(x, rois, cot), strict=True):
+        key = f"{dtype}/aligned{int(aligned)}/ratio{ratio}/scale{scale}"
+        assert out.dtype == grad.dtype == np.dtype(dtype), key
+        np.testing.assert_allclose(out, DATA[f"{key}/value"], **TOL[dtype], err_msg=key)
+        np.testing.assert_allclose(grad, DATA[f"{key}/grad"], **TOL[dtype], err_msg=key)
 
 
 @pytest.mark.parametrize("aligned", [pytest.param(False, marks=pytest.mark.slow), True])

@@ -41,23 +41,54 @@ def _random_case(rng):
     return mode, pad, align, dtype, [a.astype(dtype) for a in (x, grid, ct)]
 
 
-@pytest.mark.parametrize("seed", range(FIRST_SEED, FIRST_SEED + NUM_CASES))
-def test_random_against_torch(seed):
-    rng = np.random.default_rng(seed)
-    mode, pad, align, dtype, (x, grid, ct) = _random_case(rng)
+CHUNK = 10  # seeds per test: their cases of one dtype run in one compiled program
+CHUNKS = [
+    range(first, min(first + CHUNK, FIRST_SEED + NUM_CASES))
+    for first in range(FIRST_SEED, FIRST_SEED + NUM_CASES, CHUNK)
+]
+
+
+def _torch_reference(mode, pad, align, x, grid, ct):
     xt = torch.tensor(x, requires_grad=True)
     gt = torch.tensor(grid, requires_grad=True)
     ref = F.grid_sample(xt, gt, mode=mode, padding_mode=pad, align_corners=align)
     ref.backward(torch.tensor(ct))
-    with x64_if(dtype):
-        out, vjp = jax.vjp(
-            lambda a, b: grid_sample(a, b, mode, pad, align), as_jax(x, dtype), as_jax(grid, dtype)
-        )
-        gx, gg = vjp(as_jax(ct, dtype))
-    what = f"{mode} {pad} align={align} {dtype} x{x.shape} grid{grid.shape}"
-    assert_close(out, ref.detach().numpy(), dtype, what=f"output {what}", exact=mode == "nearest")
-    assert_close(gx, xt.grad.numpy(), dtype, what=f"grad_input {what}")
+    return ref.detach().numpy(), xt.grad.numpy(), gt.grad.numpy()
+
+
+@pytest.mark.parametrize("seeds", CHUNKS, ids=[f"{c[0]}-{c[-1]}" for c in CHUNKS])
+def test_random_against_torch(seeds):
+    cases = {seed: _random_case(np.random.default_rng(seed)) for seed in seeds}
+    for dtype in ("float32", "float64"):
+        chunk = {seed: case for seed, case in cases.items() if case[3] == dtype}
+
+        @jax.jit
+        def run(arrays, chunk=chunk):
+            got = []
+            for case, (x, grid, ct) in zip(chunk.values(), arrays, strict=True):
+
+                def f(x, grid, options=case[:3]):
+                    return grid_sample(x, grid, *options)
+
+                out, vjp = jax.vjp(f, x, grid)
+                got.append((out, *vjp(ct)))
+            return got
+
+        with x64_if(dtype):
+            arrays = [[as_jax(a, dtype) for a in case[4]] for case in chunk.values()]
+            results = run(arrays) if chunk else []
+        for (seed, case), got in zip(chunk.items(), results, strict=True):
+            _check(seed, case, got)
+
+
+def _check(seed, case, got):
+    mode, pad, align, dtype, (x, grid, ct) = case
+    out, gx, gg = got
+    ref, ref_gx, ref_gg = _torch_reference(mode, pad, align, x, grid, ct)
+    what = f"seed {seed}: {mode} {pad} align={align} {dtype} x{x.shape} grid{grid.shape}"
+    assert_close(out, ref, dtype, what=f"output {what}", exact=mode == "nearest")
+    assert_close(gx, ref_gx, dtype, what=f"grad_input {what}")
     # Natural size of a grid gradient: sum over channels and taps of
     # |value| * |cotangent| * |d weight / d grid| (at most ~2 * S / 2 per tap).
     terms = x.shape[1] * np.abs(x).max() * np.abs(ct).max() * max(x.shape[2:])
-    assert_close(gg, gt.grad.numpy(), dtype, what=f"grad_grid {what}", scale=terms)
+    assert_close(gg, ref_gg, dtype, what=f"grad_grid {what}", scale=terms)
