@@ -106,7 +106,7 @@ def quick_apart(items, family, quick, ident):
 # Below, per heavily parametrised test, the ids it keeps in the quick tier; its
 # other ids are marked slow. The device check's dry run carries @pytest.mark.slow
 # itself.
-_OP_BY_OP_QUICK = ("5d-nearest-border-ac1-float64",)
+OP_BY_OP_QUICK = ("5d-nearest-border-ac1-float64",)
 _F64_QUICK = ("4d-bilinear-float64-s1", "4d-nearest-float64-s1", "5d-nearest-float64-s1")
 QUICK_IDS = {
     # Fixture groups (rank-mode-dtype[-shape]): each is one program, both layouts.
@@ -121,7 +121,7 @@ QUICK_IDS = {
     "test_fused_and_looped_corner_sums_agree": lambda i: "zeros-ac0" in i and "float32" in i,
     "test_many_channels_match_the_same_channels_in_parts": lambda i: i == "2-bilinear",
     "test_random_against_torch": lambda i: i == "0-9",
-    "test_jit_equals_op_by_op": lambda i: i in _OP_BY_OP_QUICK,
+    "test_jit_equals_op_by_op": lambda i: i in OP_BY_OP_QUICK,
     "test_batch_sharding_on_eight_devices": lambda i: False,
     "test_every_formulation_matches_torch": lambda i: not i.endswith("-others"),
     # grid_sample_separable against grid_sample on the expanded grid: the torch fixtures

@@ -17,7 +17,7 @@ import os
 import jax
 import numpy as np
 import pytest
-from conftest import as_jax, assert_close, x64_if
+from conftest import OP_BY_OP_QUICK, as_jax, assert_close, quick_apart, x64_if
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from numpy_reference import grad_input_ref, grid_sample_ref, unnormalize
@@ -183,42 +183,68 @@ def _value_and_grads(x, grid, ct, mode, padding, align):
     return (out, *vjp(ct))
 
 
+def _op_by_op_args(case, rng):
+    """A random input, grid and cotangent for ``case``: sizes 1 to 17, 80% of the grid
+    on exact pixel positions as users build them (reflected several times)."""
+    ndim, _, _, align, dtype = case
+    spatial = tuple(int(s) for s in rng.integers(1, 18, ndim))
+    out_sp = (4, 16) if ndim == 2 else (2, 4, 8)
+    grid = np.stack(
+        [
+            rng.choice(pixel_grid_values(spatial[ndim - 1 - k], align, dtype), (2,) + out_sp)
+            for k in range(ndim)
+        ],
+        axis=-1,
+    )
+    off_pixel = rng.random(grid.shape) < 0.2
+    grid[off_pixel] = rng.uniform(-3, 3, np.count_nonzero(off_pixel))
+    x = rng.standard_normal((2, 2) + spatial).astype(dtype)
+    ct = rng.standard_normal((2, 2) + out_sp).astype(dtype)
+    return x, grid, ct
+
+
+def _op_by_op_id(case):
+    return f"{case[0] + 2}d-{case[1]}-{case[2]}-ac{int(case[3])}-{case[4]}"
+
+
 @pytest.mark.parametrize(
-    ("ndim", "mode", "padding", "align", "dtype"),
-    OP_BY_OP_CASES,
-    ids=[f"{c[0] + 2}d-{c[1]}-{c[2]}-ac{int(c[3])}-{c[4]}" for c in OP_BY_OP_CASES],
+    "cases",
+    quick_apart(
+        OP_BY_OP_CASES,
+        family=lambda c: f"{c[0] + 2}d-{c[1]}-{c[4]}",
+        quick=lambda c: _op_by_op_id(c) in OP_BY_OP_QUICK,
+        ident=_op_by_op_id,
+    ),
 )
-def test_jit_equals_op_by_op(ndim, mode, padding, align, dtype):
+def test_jit_equals_op_by_op(cases):
     """XLA's rewrites under jit (constant folding, FMA contraction) change no pixel.
 
     Op by op, under `jax.disable_jit`, every operation rounds on its own:
     the jitted function must give the same pixels (nearest exactly) and the
     same one-sided derivatives, so values and gradients agree to rounding.
-    Grids: 80% exact pixel positions as users build them (`pixel_grid_values`,
-    reflected several times), 20% uniform in [-3, 3]; sizes 1 to 17.
+    Grids: see `_op_by_op_args`. The jitted side of all ``cases`` (one rank,
+    mode and dtype) is one program.
     """
-    rng = np.random.default_rng(OP_BY_OP_CASES.index((ndim, mode, padding, align, dtype)))
+    dtype = cases[0][4]
+    draws = [np.random.default_rng(OP_BY_OP_CASES.index(c)) for c in cases]
     for _ in range(8 if DEEP else 1):
-        spatial = tuple(int(s) for s in rng.integers(1, 18, ndim))
-        out_sp = (4, 16) if ndim == 2 else (2, 4, 8)
-        grid = np.stack(
-            [
-                rng.choice(pixel_grid_values(spatial[ndim - 1 - k], align, dtype), (2,) + out_sp)
-                for k in range(ndim)
-            ],
-            axis=-1,
-        )
-        off_pixel = rng.random(grid.shape) < 0.2
-        grid[off_pixel] = rng.uniform(-3, 3, np.count_nonzero(off_pixel))
-        x = rng.standard_normal((2, 2) + spatial).astype(dtype)
-        ct = rng.standard_normal((2, 2) + out_sp).astype(dtype)
+        args = [_op_by_op_args(c, rng) for c, rng in zip(cases, draws, strict=True)]
+        options = [c[1:4] for c in cases]
 
-        args = (x, grid, ct, mode, padding, align)
+        @jax.jit
+        def jitted(args, options=options):
+            return [_value_and_grads(*a, *o) for a, o in zip(args, options, strict=True)]
+
         with x64_if(dtype):
-            jitted = _value_and_grads(*args)
+            results = jitted(args)
             with jax.disable_jit():
-                op_by_op = _value_and_grads(*args)
-        exact = mode == "nearest"
-        what = f"{mode} {padding} align={align} {dtype} {spatial}"
-        for name, a, b in zip(("output", "grad_input", "grad_grid"), jitted, op_by_op, strict=True):
-            assert_close(a, b, dtype, what=f"{name} {what}", exact=exact and name != "grad_input")
+                op_by_op = [_value_and_grads(*a, *o) for a, o in zip(args, options, strict=True)]
+        for (_, mode, padding, align, _), (x, _, _), a3, b3 in zip(
+            cases, args, results, op_by_op, strict=True
+        ):
+            exact = mode == "nearest"
+            what = f"{mode} {padding} align={align} {dtype} {x.shape[2:]}"
+            for name, a, b in zip(("output", "grad_input", "grad_grid"), a3, b3, strict=True):
+                assert_close(
+                    a, b, dtype, what=f"{name} {what}", exact=exact and name != "grad_input"
+                )
