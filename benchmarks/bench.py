@@ -55,15 +55,23 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     """The host CPU's model name (from Linux's ``cpuinfo``), else what `platform` says.
 
     Ratios against torch depend on the CPU (one case's differed 4x between
-    two hosts), so every result records it.
+    two hosts), so every result records it. Where ``cpuinfo`` gives them, the
+    family, model and widest AVX follow the name, which alone may not tell
+    CPU generations apart (e.g. "AMD EPYC").
     """
     try:
         with open(cpuinfo) as f:
             info = dict(line.split(":", 1) for line in f if ":" in line)
     except OSError:
         info = {}
-    name = {k.strip(): v.strip() for k, v in info.items()}.get("model name")
-    return name or platform.processor() or platform.machine()
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    name = info.get("model name")
+    if not name:
+        return platform.processor() or platform.machine()
+    details = [f"family {info['cpu family']}, model {info['model']}"] if "model" in info else []
+    flags = info.get("flags", "").split()
+    details += ["AVX-512"] if "avx512f" in flags else ["AVX2"] if "avx2" in flags else []
+    return f"{name} ({', '.join(details)})" if details else name
 
 
 def _inputs(shape, out, seed=0):

@@ -92,6 +92,12 @@ def test_benchmarks_record_the_cpu_model(tmp_path, bench):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: X\nmodel name\t: Example CPU @ 2.00GHz\n")
     assert bench.cpu_model(str(cpuinfo)) == "Example CPU @ 2.00GHz"
+    # The family, model and widest AVX, where given: the name may not tell generations apart.
+    lines = "model name\t: AMD EPYC\ncpu family\t: {}\nmodel\t\t: {}\nflags\t\t: {}\n"
+    cpuinfo.write_text(lines.format(25, 17, "fpu avx2 avx512f avx512bw"))
+    assert bench.cpu_model(str(cpuinfo)) == "AMD EPYC (family 25, model 17, AVX-512)"
+    cpuinfo.write_text(lines.format(23, 1, "fpu avx avx2"))
+    assert bench.cpu_model(str(cpuinfo)) == "AMD EPYC (family 23, model 1, AVX2)"
     # Without a cpuinfo file, what the platform module reports.
     missing = str(tmp_path / "missing")
     assert bench.cpu_model(missing) == (platform.processor() or platform.machine())
