@@ -99,15 +99,20 @@ def test_box_formats_and_channels_last_agree_with_the_rows_format():
     run = functools.partial(
         multi_scale_roi_align, output_size=OUTPUT, sampling_ratio=2, image_size=IMAGE
     )
-    per_image = [jnp.asarray(rois[rois[:, 0] == i, 1:]) for i in range(2)]
-    np.testing.assert_allclose(run(features(), per_image), expected, rtol=1e-12, atol=1e-12)
-    batched = jnp.stack([p[:20] for p in per_image])
+    per_image = [rois[rois[:, 0] == i, 1:] for i in range(2)]
+    batched = np.stack([p[:20] for p in per_image])
+
+    @jax.jit  # the three formats in one program
+    def formats(xs, per_image, batched, xs_last):
+        return run(xs, per_image), run(xs, batched), run(xs_last, batched, channel_axis=-1)
+
+    last_features = [np.moveaxis(f, 1, -1) for f in features()]
+    rows, out, last = formats(features(), per_image, batched, last_features)
+    np.testing.assert_allclose(rows, expected, rtol=1e-12, atol=1e-12)
     first = len(per_image[0])
     want = np.stack([expected[:20], expected[first : first + 20]])
-    out = run(features(), batched)
     assert out.shape == (2, 20, 3, *OUTPUT)
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
-    last = run([np.moveaxis(f, 1, -1) for f in features()], batched, channel_axis=-1)
     np.testing.assert_allclose(np.moveaxis(np.asarray(last), -1, 2), want, rtol=1e-12, atol=1e-12)
 
 

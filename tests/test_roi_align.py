@@ -137,16 +137,20 @@ def test_box_formats_and_channels_last_agree_with_the_rows_format():
     run = functools.partial(
         roi_align, output_size=OUTPUT, spatial_scale=0.5, sampling_ratio=-1, aligned=True
     )
-    per_image = [jnp.asarray(rois[rois[:, 0] == i, 1:]) for i in range(2)]
+    per_image = [rois[rois[:, 0] == i, 1:] for i in range(2)]
+    batched = np.stack([p[:12] for p in per_image])
+
+    @jax.jit  # the three formats in one program
+    def formats(x, per_image, batched, x_last):
+        return run(x, per_image), run(x, batched), run(x_last, batched, channel_axis=-1)
+
+    rows, out, last = formats(x, per_image, batched, np.moveaxis(x, 1, -1))
     order = np.concatenate([np.flatnonzero(rois[:, 0] == i) for i in range(2)])
-    np.testing.assert_allclose(run(x, per_image), expected[order], rtol=1e-12, atol=1e-12)
-    batched = jnp.stack([p[:12] for p in per_image])
-    out = run(x, batched)
+    np.testing.assert_allclose(rows, expected[order], rtol=1e-12, atol=1e-12)
     assert out.shape == (2, 12, 3, *OUTPUT)
     first = len(per_image[0])
     want = np.stack([expected[order[:12]], expected[order[first : first + 12]]])
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
-    last = run(np.moveaxis(x, 1, -1), batched, channel_axis=-1)
     np.testing.assert_allclose(np.moveaxis(np.asarray(last), -1, 2), want, rtol=1e-12, atol=1e-12)
 
 
