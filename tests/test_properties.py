@@ -227,14 +227,14 @@ def test_jit_equals_op_by_op(cases):
     """
     dtype = cases[0][4]
     draws = [np.random.default_rng(OP_BY_OP_CASES.index(c)) for c in cases]
+    options = [c[1:4] for c in cases]
+
+    @jax.jit
+    def jitted(args):
+        return [_value_and_grads(*a, *o) for a, o in zip(args, options, strict=True)]
+
     for _ in range(8 if DEEP else 1):
         args = [_op_by_op_args(c, rng) for c, rng in zip(cases, draws, strict=True)]
-        options = [c[1:4] for c in cases]
-
-        @jax.jit
-        def jitted(args, options=options):
-            return [_value_and_grads(*a, *o) for a, o in zip(args, options, strict=True)]
-
         with x64_if(dtype):
             results = jitted(args)
             with jax.disable_jit():

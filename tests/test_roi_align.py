@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FIXTURES, TOLERANCE
+from conftest import FIXTURES, TOLERANCE, quick_apart
 
 from jax_gridsample import roi_align
 
@@ -31,34 +31,40 @@ def value_and_grad(x, rois, cotangent, scale, ratio, aligned):
     return out, pullback(cotangent)[0]
 
 
-def _groups():
-    """Per dtype and ``aligned``, the quick case, then the others in one slow group.
-
-    Quick: one sampling kind per ``aligned`` and dtype, the other for the other dtype.
-    """
-    for dtype in ("float32", "float64"):
-        for aligned in (False, True):
-            quick_ratio = QUICK_RATIOS[(dtype == "float64") == aligned]
-            cases = [(ratio, scale) for ratio in (-1, 0, 1, 2, 3, 5) for scale in (1.0, 0.5)]
-            quick = [(quick_ratio, 0.5)]
-            others = [c for c in cases if c not in quick]
-            for group, marks in ((quick, []), (others, [pytest.mark.slow])):
-                name = f"r{quick_ratio}-s0.5" if group is quick else "others"
-                yield pytest.param(
-                    dtype, aligned, group, marks=marks, id=f"{dtype}-a{int(aligned)}-{name}"
-                )
+def _quick(case):
+    """One sampling kind per ``aligned`` and dtype, the other for the other dtype."""
+    dtype, aligned, ratio, scale = case
+    return ratio == QUICK_RATIOS[(dtype == "float64") == aligned] and scale == 0.5
 
 
-@pytest.mark.parametrize("dtype,aligned,group", list(_groups()))
-def test_values_and_input_gradients_match_torchvision(dtype, aligned, group):
+_CASES = [
+    (dtype, aligned, ratio, scale)
+    for dtype in ("float32", "float64")
+    for aligned in (False, True)
+    for ratio in (-1, 0, 1, 2, 3, 5)
+    for scale in (1.0, 0.5)
+]
+
+
+@pytest.mark.parametrize(
+    "group",
+    quick_apart(
+        _CASES,
+        family=lambda c: f"{c[0]}-a{int(c[1])}",
+        quick=_quick,
+        ident=lambda c: f"{c[0]}-a{int(c[1])}-r{c[2]}-s{c[3]}",
+    ),
+)
+def test_values_and_input_gradients_match_torchvision(group):
     """Each (sampling_ratio, spatial_scale) of ``group``: one compiled program for all."""
+    dtype, aligned = group[0][:2]
     x, rois, cot = (DATA[f"{dtype}/{k}"] for k in ("input", "rois", "cotangent"))
 
     @jax.jit
     def run(x, rois, cot):
-        return [value_and_grad(x, rois, cot, scale, ratio, aligned) for ratio, scale in group]
+        return [value_and_grad(x, rois, cot, scale, ratio, aligned) for _, _, ratio, scale in group]
 
-    for (ratio, scale), (out, grad) in zip(group, run(x, rois, cot), strict=True):
+    for (_, _, ratio, scale), (out, grad) in zip(group, run(x, rois, cot), strict=True):
         key = f"{dtype}/aligned{int(aligned)}/ratio{ratio}/scale{scale}"
         assert out.dtype == grad.dtype == np.dtype(dtype), key
         np.testing.assert_allclose(out, DATA[f"{key}/value"], **TOL[dtype], err_msg=key)
