@@ -16,6 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jax_gridsample._channels import spread
 from jax_gridsample._coordinates import PADDING_FNS, unnormalize
 
 # Cubic convolution constant used by torch (and by Keys' bicubic with a=-0.75).
@@ -293,7 +294,7 @@ def _accumulate_corners(
 
     def weighted(flat, idx, w, **gather_mode):
         v = _take(flat, idx, channels_last, **gather_mode)
-        return v * (w[:, None] if channels_last else w[None])
+        return v * spread(w, v.shape, 1 if channels_last else 0)
 
     if formulation != "loop":
         if formulation == "fused_stored":
