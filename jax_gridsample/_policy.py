@@ -2,9 +2,10 @@
 
 A plan is a static argument of the private jitted functions, so it is part of
 their cache key; the public functions choose it from static facts (mode,
-shapes, layout) only. Every platform takes the plan measured on XLA CPU until
-an accelerator is measured (`benchmarks/device_check.py`); the timings behind
-each threshold are in `benchmarks/README.md`.
+shapes, layout, and on CPU whether it has AVX-512) only. Every platform takes
+the plan measured on XLA CPU with AVX-512 until an accelerator is measured
+(`benchmarks/device_check.py`); the timings behind each threshold are in
+`benchmarks/README.md`.
 
 `grid_sample` sums the stencil corners of every point (`_kernels.sample_one`)
 in one of three formulations, the same terms in the same order:
@@ -35,9 +36,12 @@ from the whole copy.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import NamedTuple
+
+import jax
 
 from jax_gridsample._kernels import num_corners
 
@@ -82,17 +86,42 @@ def grid_sample_plan(mode: str, ndim: int, channels: int, channels_last: bool) -
     input is channels-last, or channels-first with at least
     `RELAYOUT_MIN_CHANNELS` channels (contiguous C-vectors beat strided
     channels by more than the two transposes cost). Otherwise fused, with
-    the offsets (and weights) stored first from ``2 * K`` channels on: from
-    2 channels on for nearest, a single gather either way.
+    the offsets (and weights) stored first from ``2 * K`` channels on (from
+    2 channels on for nearest, a single gather either way), or from 2 channels
+    on where `stores_few_channels` says so.
     """
     corners = num_corners(mode, ndim)
+    stored_from = 2 if stores_few_channels() else 2 * corners
     if corners > 4 and (channels_last or channels >= RELAYOUT_MIN_CHANNELS):
         value = "loop"
-    elif channels >= 2 * corners:
+    elif channels >= stored_from:
         value = "fused_stored"
     else:
         value = "fused"
     return Plan(value, "loop")
+
+
+@functools.cache
+def stores_few_channels() -> bool:
+    """Whether `grid_sample` stores offsets and weights from 2 channels on: x86-64 without AVX-512.
+
+    Such CPUs run the fused gathers' recomputed offsets and weights slower than
+    a loop that stores them; with AVX-512, the fused gathers win below ``2 * K``
+    channels. Other platforms keep the AVX-512 rule until they are measured.
+    """
+    return jax.default_backend() == "cpu" and cpu_has_avx512() is False
+
+
+def cpu_has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether the x86-64 host has AVX-512 (``avx512f``); None where ``cpuinfo`` has no flags."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    if flags is None:
+        return None
+    return "avx512f" in flags.split(":", 1)[-1].split()
 
 
 def separable_plan(

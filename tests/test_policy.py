@@ -68,7 +68,8 @@ def test_every_formulation_matches_torch(indices):
             assert_close(gg, arrays["grad_grid"], "float32", what=f"{what} grad_grid", exact=exact)
 
 
-def test_grid_sample_plan_follows_the_measured_rules():
+def test_grid_sample_plan_follows_the_measured_rules(monkeypatch):
+    monkeypatch.setattr(_policy, "stores_few_channels", lambda: False)  # as with AVX-512
     plan = _policy.grid_sample_plan
     assert plan("bilinear", 2, 1, False) == ("fused", "loop")
     assert plan("bilinear", 2, 7, False).value == "fused"
@@ -87,6 +88,35 @@ def test_grid_sample_plan_follows_the_measured_rules():
     assert plan("nearest", 2, 2, False).value == "fused_stored"  # C >= 2K = 2
     assert plan("nearest", 2, 2, True).value == "fused_stored"
     assert plan("nearest", 3, 4096, False).value == "fused_stored"  # never re-lays out
+
+
+def test_grid_sample_plan_stores_from_two_channels_without_avx512(monkeypatch):
+    monkeypatch.setattr(_policy, "stores_few_channels", lambda: True)
+    plan = _policy.grid_sample_plan
+    assert plan("bilinear", 2, 1, False) == ("fused", "loop")
+    assert plan("bilinear", 2, 2, False) == ("fused_stored", "loop")
+    assert plan("bilinear", 2, 2, True).value == "fused_stored"
+    assert plan("bicubic", 2, 1, False).value == "fused"
+    assert plan("bicubic", 2, 2, False).value == "fused_stored"
+    assert plan("bicubic", 2, 63, False).value == "fused_stored"
+    assert plan("bicubic", 2, 64, False).value == "loop"
+    assert plan("bicubic", 2, 2, True).value == "loop"
+    assert plan("bilinear", 3, 2, False).value == "fused_stored"
+    assert plan("bilinear", 3, 2, True).value == "loop"
+    assert plan("nearest", 2, 1, False).value == "fused"
+    assert plan("nearest", 2, 2, False).value == "fused_stored"
+
+
+def test_cpu_has_avx512_reads_linux_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    header = "processor\t: 0\nmodel name\t: AMD EPYC\n"
+    cpuinfo.write_text(header + "flags\t\t: fpu avx2 avx512f avx512bw\n")
+    assert _policy.cpu_has_avx512(str(cpuinfo)) is True
+    cpuinfo.write_text(header + "flags\t\t: fpu avx avx2 avx512_vnni_like\n")
+    assert _policy.cpu_has_avx512(str(cpuinfo)) is False
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd\n")  # no x86 flags (arm64)
+    assert _policy.cpu_has_avx512(str(cpuinfo)) is None
+    assert _policy.cpu_has_avx512(str(tmp_path / "missing")) is None
 
 
 def test_separable_plan_follows_the_measured_rules():
