@@ -59,6 +59,9 @@ SEPARABLE_MATMUL_MAX_SIZE = 128
 # The value samples the expanded grid's points once the passes would read this
 # many times more elements (their row gathers read faster than point gathers).
 SEPARABLE_EXPANDED_MIN_READS = 4
+# Where the expanded grid's gathers store their offsets (`stores_few_channels`),
+# they win once the passes read as many elements.
+SEPARABLE_EXPANDED_MIN_READS_STORED = 1
 
 # Matmul derivatives win up to this many multiply-adds per output point (all
 # channels together) and stencil corner; beyond, `grid_sample`'s own.
@@ -136,7 +139,9 @@ def separable_plan(
     * Value: the expanded grid where the passes read at least
       `SEPARABLE_EXPANDED_MIN_READS` times as many elements as its gathers
       (`taps_reads` against ``prod(out_spatial) * K``, as when downsampling
-      by 4 or more); else ``"taps_rows"`` while the last input axis has at
+      by 4 or more; `SEPARABLE_EXPANDED_MIN_READS_STORED` times where
+      `stores_few_channels` and the expanded grid's value is
+      ``"fused_stored"``); else ``"taps_rows"`` while the last input axis has at
       most `SEPARABLE_MATMUL_MAX_SIZE` pixels, else ``"taps"``.
     * Derivatives: ``"matmul"`` on input axes of at most
       `SEPARABLE_MATMUL_MAX_SIZE` pixels while the products cost at most
@@ -146,7 +151,11 @@ def separable_plan(
     corners = num_corners(mode, len(spatial))
     taps = round(corners ** (1 / len(spatial)))
     expanded_reads = math.prod(out_spatial) * corners
-    if taps_reads(spatial, out_spatial, taps) >= SEPARABLE_EXPANDED_MIN_READS * expanded_reads:
+    min_reads = SEPARABLE_EXPANDED_MIN_READS
+    expanded = grid_sample_plan(mode, len(spatial), channels, channels_last)
+    if stores_few_channels() and expanded.value == "fused_stored":
+        min_reads = SEPARABLE_EXPANDED_MIN_READS_STORED
+    if taps_reads(spatial, out_spatial, taps) >= min_reads * expanded_reads:
         value = "expanded"
     elif spatial[-1] <= SEPARABLE_MATMUL_MAX_SIZE and not channels_last:
         value = "taps_rows"

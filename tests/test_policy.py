@@ -107,6 +107,28 @@ def test_grid_sample_plan_stores_from_two_channels_without_avx512(monkeypatch):
     assert plan("nearest", 2, 2, False).value == "fused_stored"
 
 
+def test_separable_plan_without_avx512_expands_once_the_passes_read_as_much(monkeypatch):
+    monkeypatch.setattr(_policy, "stores_few_channels", lambda: True)
+    plan = _policy.separable_plan
+    assert _policy.SEPARABLE_EXPANDED_MIN_READS_STORED == 1
+    # 512 -> 256: 512 * 256 * 2 + 256 * 256 * 2 = 1.5 * (256 * 256 * 4) reads.
+    assert _policy.taps_reads((512, 512), (256, 256), 2) == 3 * 2**17
+    assert plan("bilinear", (512, 512), (256, 256), 3, False)[0] == "expanded"
+    assert plan("bilinear", (512, 512), (256, 256), 1, False)[0] == "taps"  # fused, not stored
+    # 7x7 -> 4x4: 7 * 4 * 2 + 4 * 4 * 2 = 88 >= 16 * 4.
+    assert _policy.taps_reads((7, 7), (4, 4), 2) == 88
+    assert plan("bilinear", (7, 7), (4, 4), 2, False)[0] == "expanded"
+    assert plan("bilinear", (7, 7), (4, 4), 2, True)[0] == "expanded"
+    # 6x6 -> 6x6: 6 * 6 * 2 + 6 * 6 * 2 = 144 = 36 * 4; 6x6 -> 7x7: 84 + 98 = 182 < 196.
+    assert _policy.taps_reads((6, 6), (6, 6), 2) == 144
+    assert plan("bilinear", (6, 6), (6, 6), 2, False)[0] == "expanded"
+    assert _policy.taps_reads((6, 6), (7, 7), 2) == 182
+    assert plan("bilinear", (6, 6), (7, 7), 2, False)[0] == "taps_rows"
+    assert plan("bilinear", (64, 64), (128, 128), 64, False)[0] == "taps_rows"  # 0.75x the reads
+    # Trilinear channels-last samples the expanded grid by the loop: the rule of 4.
+    assert plan("bilinear", (8, 8, 8), (4, 4, 4), 2, True)[0] == "taps"
+
+
 def test_cpu_has_avx512_reads_linux_cpu_flags(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     header = "processor\t: 0\nmodel name\t: AMD EPYC\n"
@@ -119,7 +141,8 @@ def test_cpu_has_avx512_reads_linux_cpu_flags(tmp_path):
     assert _policy.cpu_has_avx512(str(tmp_path / "missing")) is None
 
 
-def test_separable_plan_follows_the_measured_rules():
+def test_separable_plan_follows_the_measured_rules(monkeypatch):
+    monkeypatch.setattr(_policy, "stores_few_channels", lambda: False)  # as with AVX-512
     plan = _policy.separable_plan
     limit = _policy.SEPARABLE_MATMUL_MAX_SIZE
     most = _policy.SEPARABLE_MATMUL_MAX_MACS_PER_CORNER

@@ -326,11 +326,15 @@ THRESHOLD_SHAPES = [
     ((2, 160, 20, 20), (30, 30), ("taps_rows", "expanded")),
     ((2, 1, 13, 13), (2, 2), ("taps_rows", "matmul")),  # the passes read 60 < 4 * 16
     ((2, 1, 14, 14), (2, 2), ("expanded", "matmul")),  # 64 = 4 * 16
+    # Where the expanded grid stores its offsets (here forced), from 1x the reads on.
+    ((2, 2, 6, 6), (7, 7), ("taps_rows", "matmul")),  # 182 < 49 * 4
+    ((2, 2, 6, 6), (6, 6), ("expanded", "matmul")),  # 144 = 36 * 4
 ]
 
 
-def test_nonfinite_rule_across_the_policy_thresholds():
+def test_nonfinite_rule_across_the_policy_thresholds(monkeypatch):
     """The same rule on both sides of every threshold of `_policy.separable_plan`."""
+    monkeypatch.setattr(_policy, "stores_few_channels", lambda: True)
     rng = np.random.default_rng(17)
     cases = []
     for shape, out, plan in THRESHOLD_SHAPES:
