@@ -6,7 +6,7 @@ transposes a plain broadcast into an add reduction, which XLA CPU hands to
 YNNPACK: the gathered ``v`` is then stored first and summed by a library call
 (the timings are in benchmarks/README.md). The same sum, written with a reducer
 XLA does not take for an add, stays in XLA's own loop, fused with the gather
-and the product. Both are linear primitives, each the other's transpose, so
+and the product (on CPU only). Both are linear primitives, each the other's transpose, so
 `jvp`, `vjp`, `vmap` and higher derivatives all work.
 """
 
@@ -42,6 +42,10 @@ def _spread_value(w: jax.Array, *, shape: tuple[int, ...], axis: int) -> jax.Arr
 
 
 def _sum_value(x: jax.Array, *, axis: int) -> jax.Array:
+    return jnp.sum(x, axis=axis)
+
+
+def _sum_value_cpu(x: jax.Array, *, axis: int) -> jax.Array:
     # a - (-b) is a + b exactly (signed zeros, infinities and NaN included).
     return lax.reduce(x, jnp.zeros((), x.dtype), lambda a, b: a - (-b), (axis,))
 
@@ -94,3 +98,5 @@ for _p, _value, _abstract, _transpose, _batch in (
     ad.deflinear2(_p, _transpose)
     batching.primitive_batchers[_p] = _batch
     mlir.register_lowering(_p, mlir.lower_fun(_value, multiple_results=False))
+# Other platforms keep the reduction they recognise as a sum.
+mlir.register_lowering(_sum_p, mlir.lower_fun(_sum_value_cpu, multiple_results=False), "cpu")
