@@ -9,12 +9,14 @@ nearest one. The taps of all axes are combined by an outer product into the
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jax_gridsample._channels import spread
 from jax_gridsample._coordinates import PADDING_FNS, unnormalize
@@ -122,8 +124,34 @@ def num_corners(mode: str, ndim: int) -> int:
     return TAP_FNS[mode][0] ** ndim
 
 
+class AxisTerm(NamedTuple):
+    """Tap ``k`` of one axis as a stencil corner uses it.
+
+    Attributes:
+      offset: `(P,)` int32, the tap's position times the axis' stride in the
+        flattened input (0 where the tap is invalid).
+      valid: `(P,)` bool, `Tap.valid`.
+      weight: `(P,)` weights, or None for nearest.
+    """
+
+    offset: jax.Array
+    valid: jax.Array
+    weight: jax.Array | None
+
+
+def axis_term(tap: Tap, stride: int) -> AxisTerm:
+    """`AxisTerm` of ``tap`` on an axis of stride ``stride``."""
+    offset = jnp.where(tap.valid, tap.position, 0.0).astype(jnp.int32) * stride
+    return AxisTerm(offset, tap.valid, tap.weight)
+
+
+def strides(spatial: tuple[int, ...]) -> list[int]:
+    """The stride of each spatial axis in the input flattened over ``spatial``."""
+    return [math.prod(spatial[axis + 1 :]) for axis in range(len(spatial))]
+
+
 def _corner(
-    tap: Callable[[int, int | jax.Array], Tap],
+    term: Callable[[int, int | jax.Array], AxisTerm],
     spatial: tuple[int, ...],
     num_taps: int,
     corner: int | jax.Array,
@@ -131,7 +159,7 @@ def _corner(
     """Flat offset and weight of stencil corner number ``corner`` for every point.
 
     Args:
-      tap: ``tap(axis, k)`` is tap ``k`` of spatial axis ``axis`` (`Tap`).
+      term: ``term(axis, k)`` is tap ``k`` of spatial axis ``axis`` (`AxisTerm`).
       spatial: the input's spatial shape.
       num_taps: ``T``, the taps per axis.
       corner: int, or int32 scalar, in ``[0, T ** d)``; its base-``T`` digits
@@ -143,27 +171,39 @@ def _corner(
       pixel or a fill-mode read, see `_accumulate_corners`); and `(P,)`
       weights, or None for nearest.
     """
-    offset, weight, valid = 0, None, True
-    stride = 1
+    terms = []
     for axis in reversed(range(len(spatial))):
-        t = tap(axis, corner % num_taps)
+        terms.append(term(axis, corner % num_taps))
         corner = corner // num_taps
-        offset = offset + jnp.where(t.valid, t.position, 0.0).astype(jnp.int32) * stride
-        valid = valid & t.valid
-        stride *= spatial[axis]
+    offset = functools.reduce(operator.add, (t.offset for t in terms))
+    valid = functools.reduce(operator.and_, (t.valid for t in terms))
+    weight = None
+    for t in terms:
         if t.weight is not None:
             weight = t.weight if weight is None else t.weight * weight
-    return jnp.where(valid, offset, stride), weight
+    return jnp.where(valid, offset, math.prod(spatial)), weight
 
 
-def _take(flat: jax.Array, idx: jax.Array, channels_last: bool, **mode) -> jax.Array:
+def _take(
+    flat: jax.Array,
+    idx: jax.Array,
+    channels_last: bool,
+    mode: str,
+    fill_value: float | None = None,
+) -> jax.Array:
     """Gathers rows `(P, C)` of ``flat`` if ``channels_last``, else columns `(C, P)`.
 
-    ``idx`` is never negative, so it is not wrapped numpy-style (that costs a
-    compare, an add and a select per read).
+    ``flat[idx]`` / ``flat[:, idx]`` as one `lax.gather` in ``mode`` (a
+    `lax.GatherScatterMode` name): ``idx`` is never negative, so it is not
+    wrapped numpy-style, and tracing skips NumPy indexing's analysis.
     """
-    ref = flat.at[idx] if channels_last else flat.at[:, idx]
-    return ref.get(**mode, wrap_negative_indices=False)
+    axis = 0 if channels_last else 1
+    dims = lax.GatherDimensionNumbers(
+        offset_dims=(1 - axis,), collapsed_slice_dims=(axis,), start_index_map=(axis,)
+    )
+    sizes = (1, flat.shape[1]) if channels_last else (flat.shape[0], 1)
+    starts = lax.expand_dims(idx, (1,))
+    return lax.gather(flat, starts, dims, sizes, mode=mode, fill_value=fill_value)
 
 
 def sample_one(
@@ -203,17 +243,22 @@ def sample_one(
 
     coords = _coordinates(points, spatial, align_corners)
     num_taps, tap_fn = TAP_FNS[mode]
-    static: dict[tuple[int, int], Tap] = {}
+    stride = strides(spatial)
+    static: dict[tuple[int, int], AxisTerm] = {}
 
-    def tap(axis: int, k: int | jax.Array) -> Tap:
-        # The fused corners share their axes' static taps: each traced once.
+    def term(axis: int, k: int | jax.Array) -> AxisTerm:
+        def traced() -> AxisTerm:
+            t = tap_fn(coords[axis], spatial[axis], padding_mode, align_corners, k)
+            return axis_term(t, stride[axis])
+
         if not isinstance(k, int):
-            return tap_fn(coords[axis], spatial[axis], padding_mode, align_corners, k)
+            return traced()
+        # The fused corners share their axes' static taps: each traced once.
         if (axis, k) not in static:
-            static[axis, k] = tap_fn(coords[axis], spatial[axis], padding_mode, align_corners, k)
+            static[axis, k] = traced()
         return static[axis, k]
 
-    corner = functools.partial(_corner, tap, spatial, num_taps)
+    corner = functools.partial(_corner, term, spatial, num_taps)
 
     channels = inp.shape[-1] if channels_last else inp.shape[0]
     flat = inp.reshape(-1, channels) if channels_last else inp.reshape(channels, -1)
@@ -258,17 +303,19 @@ def _stored_nearest_offsets(
     The loop runs over two halves of the points: XLA inlines a one-trip loop.
     """
     count, ndim = points.shape
+    stride = strides(spatial)
     halves = jnp.pad(points, ((0, count % 2), (0, 0))).reshape(2, -1, ndim)
 
     def offsets(half: jax.Array) -> jax.Array:
         coords = _coordinates(half, spatial, align_corners)
 
-        def tap(axis: int, k: int | jax.Array) -> Tap:
-            return _nearest_tap(coords[axis], spatial[axis], padding_mode, align_corners, k)
+        def term(axis: int, k: int | jax.Array) -> AxisTerm:
+            t = _nearest_tap(coords[axis], spatial[axis], padding_mode, align_corners, k)
+            return axis_term(t, stride[axis])
 
-        return _corner(tap, spatial, 1, 0)[0]
+        return _corner(term, spatial, 1, 0)[0]
 
-    return jax.lax.map(offsets, halves).reshape(-1)[:count]
+    return lax.map(offsets, halves).reshape(-1)[:count]
 
 
 def _accumulate_corners(
@@ -302,7 +349,7 @@ def _accumulate_corners(
             # be computed again for every channel. Computed in a loop (XLA
             # does not fuse across its boundary), they are computed once and
             # stored.
-            offsets, weights = jax.lax.map(corner, jnp.arange(count, dtype=jnp.int32))
+            offsets, weights = lax.map(corner, jnp.arange(count, dtype=jnp.int32))
         else:
             offsets, weights = zip(*(corner(k) for k in range(count)), strict=True)
         # Invalid corners (offset L) read 0 from a fill-mode gather: no copy
@@ -328,5 +375,5 @@ def _accumulate_corners(
     # so the carry takes the inputs' sharding.
     first, _ = add_corner(0.0, 0)
     rest = jnp.arange(1, count, dtype=jnp.int32)
-    out, _ = jax.lax.scan(jax.checkpoint(add_corner), first, rest)
+    out, _ = lax.scan(jax.checkpoint(add_corner), first, rest)
     return out

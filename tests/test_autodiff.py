@@ -183,7 +183,7 @@ def test_numpy_inputs_accepted():
 @pytest.mark.parametrize("pad", ["zeros", "border", "reflection"])
 @pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
 def test_grad_input_finite_for_nonfinite_grids(mode, pad):
-    """Decision 4: gradients never NaN for input, NaN for grid only where output is."""
+    """Input gradients finite, grid gradients NaN only where the output is (docs/semantics.md)."""
     x = jnp.arange(12.0).reshape(1, 1, 3, 4)
     g = jnp.array([[[[jnp.nan, 0.0], [jnp.inf, 0.2], [-jnp.inf, jnp.nan], [0.3, -0.4]]]])
     f = lambda x, g: grid_sample(x, g, mode, pad, False)  # noqa: E731

@@ -124,7 +124,7 @@ def test_matches_numpy_reference(case):
     x = rng.standard_normal(shape).astype(dtype)
     grid = grid.astype(dtype)  # the reference sees the same (rounded) values
     ct = rng.standard_normal(shape[:2] + grid.shape[1:-1]).astype(dtype)
-    # Decision 5: where reflection meets a huge finite value, the reflected position
+    # docs/semantics.md: where reflection meets a huge finite value, the reflected position
     # is precision noise (ours need not equal the exact float64 fmod); it must only
     # be finite and in range. Those points are checked apart, with no cotangent.
     huge = (np.isfinite(grid) & (np.abs(grid) > 1e9)).any(-1)
