@@ -129,6 +129,10 @@ QUICK_IDS = {
     # (test_parity_fixtures.py) cover every option and layout; one program here.
     "test_equals_grid_sample_on_expanded_grid": lambda i: i == "4d-bilinear-float32",
     "test_check_grads_float64_separable": lambda i: False,
+    # Bilinear takes the same formulations with 16 channels as with 64.
+    "test_temporaries_stay_a_few_times_the_arguments": lambda i: (
+        not i.startswith("bilinear") or i.endswith("-16")
+    ),
     # The matrix's non-finite grids (hostile.npz) check the same rule in every mode, padding,
     # align_corners, rank and layout.
     "test_grad_input_finite_for_nonfinite_grids": lambda i: False,

@@ -17,6 +17,9 @@ from jax_gridsample import grid_sample
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
+# The cases are tiny; torch's OpenMP workers would spin after each call and slow the
+# compiles of the tests that share this process.
+torch.set_num_threads(1)
 
 NUM_CASES = int(os.environ.get("JAX_GRIDSAMPLE_RANDOM_CASES", "100"))
 FIRST_SEED = int(os.environ.get("JAX_GRIDSAMPLE_RANDOM_FIRST_SEED", "0"))
