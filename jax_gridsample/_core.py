@@ -11,7 +11,7 @@ from jax import lax
 
 from jax_gridsample import _checks
 from jax_gridsample._coordinates import PADDING_FNS
-from jax_gridsample._kernels import TAP_FNS
+from jax_gridsample._taps import TAP_FNS
 
 MODES = tuple(TAP_FNS)
 PADDING_MODES = tuple(PADDING_FNS)

@@ -1,7 +1,7 @@
 """Resampling one axis at a time: the passes of `grid_sample_separable`.
 
 An axis vector ``v`` `(N, O)` gives, per output index, the taps of
-`_kernels.TAP_FNS` along one input axis (`Axis`). A pass resamples that axis
+`_taps.TAP_FNS` along one input axis (`Axis`). A pass resamples that axis
 of a batched array ``x`` (axis ``dim``, of size S) to O indices, either by
 gathering each tap's slices and summing them weighted (`taps_pass`) or by a
 product with the axis' dense `(N, O, S)` weight matrix (`matmul_pass`, whose
@@ -20,7 +20,7 @@ from jax.custom_derivatives import SymbolicZero
 
 from jax_gridsample._coordinates import unnormalize
 from jax_gridsample._core import Config
-from jax_gridsample._kernels import TAP_FNS
+from jax_gridsample._taps import TAP_FNS
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 

@@ -43,7 +43,7 @@ from typing import NamedTuple
 
 import jax
 
-from jax_gridsample._kernels import num_corners
+from jax_gridsample._taps import num_corners
 
 FORWARDS = ("fused", "fused_stored", "loop")
 SEPARABLE_VALUES = ("taps", "taps_rows", "expanded")

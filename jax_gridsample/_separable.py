@@ -18,8 +18,8 @@ from jax.typing import ArrayLike
 from jax_gridsample import _checks, _policy
 from jax_gridsample._core import Config, check_options, in_compute_dtype, value_and_derivatives
 from jax_gridsample._grid_sample import sample_batch
-from jax_gridsample._kernels import TAP_FNS
 from jax_gridsample._passes import along, matmul_pass, matmul_value_pass, taps_pass
+from jax_gridsample._taps import TAP_FNS
 
 _AXIS_NAMES = ("x", "y", "z")
 

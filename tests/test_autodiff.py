@@ -255,7 +255,8 @@ def test_fused_and_looped_corner_sums_agree(ndim, mode, pad, align, dtype):
     "fused_stored" (for nearest, 3 and 2: "fused_stored" stores its offsets
     from two halves of the points, the second padded by one here).
     """
-    from jax_gridsample._kernels import num_corners, sample_one
+    from jax_gridsample._kernels import sample_one
+    from jax_gridsample._taps import num_corners
 
     rng = np.random.default_rng(7)
     spatial = (4, 5, 6)[-ndim:]
