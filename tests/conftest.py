@@ -107,10 +107,10 @@ def quick_apart(items, family, quick, ident):
 # other ids are marked slow. The device check's dry run carries @pytest.mark.slow
 # itself.
 OP_BY_OP_QUICK = ("5d-nearest-border-ac1-float64",)
-_F64_QUICK = ("4d-bilinear-float64-s1", "4d-nearest-float64-s1", "5d-nearest-float64-s1")
 QUICK_IDS = {
-    # Fixture groups (rank-mode-dtype[-shape]): each is one program, both layouts.
-    "test_matrix": lambda i: i.endswith("-float32-s1") or i.endswith(_F64_QUICK),
+    # Fixture groups (rank-mode-dtype-shape): each is one program, both layouts, except
+    # float64's s1 groups, which run in two parts like the groups below (`in_parts`).
+    "test_matrix": lambda i: i.endswith(("-float32-s1-both", "-float64-s1-part0")),
     # Outside the matrix, the groups that test_parity_fixtures.py splits in two parts (each
     # case in one layout per part) keep part 0; the others run both layouts, slow.
     "test_half_dtypes": lambda i: i.endswith("-part0"),
