@@ -15,11 +15,16 @@ from conftest import as_jax, assert_close, x64_if
 
 from jax_gridsample import grid_sample
 
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
-# The cases are tiny; torch's OpenMP workers would spin after each call and slow the
-# compiles of the tests that share this process.
-torch.set_num_threads(1)
+
+@pytest.fixture(scope="module")
+def torch():
+    """torch, imported by the test worker that runs these cases only (skipped without it)."""
+    module = pytest.importorskip("torch")
+    # The cases are tiny; torch's OpenMP workers would spin after each call and slow the
+    # compiles of the tests that share this process.
+    module.set_num_threads(1)
+    return module
+
 
 NUM_CASES = int(os.environ.get("JAX_GRIDSAMPLE_RANDOM_CASES", "100"))
 FIRST_SEED = int(os.environ.get("JAX_GRIDSAMPLE_RANDOM_FIRST_SEED", "0"))
@@ -51,16 +56,16 @@ CHUNKS = [
 ]
 
 
-def _torch_reference(mode, pad, align, x, grid, ct):
+def _torch_reference(torch, mode, pad, align, x, grid, ct):
     xt = torch.tensor(x, requires_grad=True)
     gt = torch.tensor(grid, requires_grad=True)
-    ref = F.grid_sample(xt, gt, mode=mode, padding_mode=pad, align_corners=align)
+    ref = torch.nn.functional.grid_sample(xt, gt, mode=mode, padding_mode=pad, align_corners=align)
     ref.backward(torch.tensor(ct))
     return ref.detach().numpy(), xt.grad.numpy(), gt.grad.numpy()
 
 
 @pytest.mark.parametrize("seeds", CHUNKS, ids=[f"{c[0]}-{c[-1]}" for c in CHUNKS])
-def test_random_against_torch(seeds):
+def test_random_against_torch(torch, seeds):
     cases = {seed: _random_case(np.random.default_rng(seed)) for seed in seeds}
     for dtype in ("float32", "float64"):
         chunk = {seed: case for seed, case in cases.items() if case[3] == dtype}
@@ -81,13 +86,13 @@ def test_random_against_torch(seeds):
             arrays = [[as_jax(a, dtype) for a in case[4]] for case in chunk.values()]
             results = run(arrays) if chunk else []
         for (seed, case), got in zip(chunk.items(), results, strict=True):
-            _check(seed, case, got)
+            _check(torch, seed, case, got)
 
 
-def _check(seed, case, got):
+def _check(torch, seed, case, got):
     mode, pad, align, dtype, (x, grid, ct) = case
     out, gx, gg = got
-    ref, ref_gx, ref_gg = _torch_reference(mode, pad, align, x, grid, ct)
+    ref, ref_gx, ref_gg = _torch_reference(torch, mode, pad, align, x, grid, ct)
     what = f"seed {seed}: {mode} {pad} align={align} {dtype} x{x.shape} grid{grid.shape}"
     assert_close(out, ref, dtype, what=f"output {what}", exact=mode == "nearest")
     assert_close(gx, ref_gx, dtype, what=f"grad_input {what}")
