@@ -6,8 +6,9 @@ transposes a plain broadcast into an add reduction, which XLA CPU hands to
 YNNPACK: the gathered ``v`` is then stored first and summed by a library call
 (the timings are in benchmarks/README.md). The same sum, written with a reducer
 XLA does not take for an add, stays in XLA's own loop, fused with the gather
-and the product (on CPU only). Both are linear primitives, each the other's transpose, so
-`jvp`, `vjp`, `vmap` and higher derivatives all work.
+and the product (CPU only; other platforms lower a plain sum). Both are linear
+primitives, each the other's transpose, so `jvp`, `vjp`, `vmap` and higher
+derivatives all work.
 """
 
 from __future__ import annotations
