@@ -216,9 +216,15 @@ def test_box_gradients_match_central_differences():
 def test_jvp_and_vmap():
     x, rois, expected = _float64()
     run = lambda a: roi_align(a, rois, OUTPUT, 0.5, -1, True)  # noqa: E731
-    out, tangent = jax.jvp(run, (x,), (2 * x,))
+
+    @jax.jit  # both transformations in one program
+    def transformed(x):
+        return jax.jvp(run, (x,), (2 * x,)), jax.vmap(run)(jnp.stack([x, -x]))
+
+    (out, tangent), stacked = transformed(x)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(tangent, 2 * expected, rtol=1e-12, atol=1e-12)
-    stacked = jax.vmap(run)(jnp.stack([x, -x]))
+    np.testing.assert_allclose(stacked[0], expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(stacked[1], -expected, rtol=1e-12, atol=1e-12)
 
 
