@@ -125,10 +125,14 @@ QUICK_IDS = {
     "test_batch_sharding_on_eight_devices": lambda i: False,
     "test_every_formulation_matches_torch": lambda i: not i.endswith("-others"),
     "test_values_and_input_gradients_match_torchvision": lambda i: not i.endswith("-others"),
-    # grid_sample_separable against grid_sample on the expanded grid: the torch fixtures
-    # (test_parity_fixtures.py) cover every option and layout; one program here.
-    "test_equals_grid_sample_on_expanded_grid": lambda i: i == "4d-bilinear-float32",
+    # grid_sample_separable against grid_sample on the expanded grid, slow: the torch fixtures
+    # (test_parity_fixtures.py) cover every option and layout on box and pixel axes, and the
+    # non-finite rule tests every plan on unsorted axes with huge values.
+    "test_equals_grid_sample_on_expanded_grid": lambda i: False,
     "test_check_grads_float64_separable": lambda i: False,
+    # Half types take one float32 path (`_core.compute_dtype`); the fixtures' bfloat16
+    # groups of grid_sample stay quick.
+    "test_half_dtypes_separable": lambda i: i == "float16",
     # Bilinear takes the same formulations with 16 channels as with 64.
     "test_temporaries_stay_a_few_times_the_arguments": lambda i: (
         not i.startswith("bilinear") or i.endswith("-16")
