@@ -22,6 +22,7 @@ ROW = [10.0, 11.0, 12.0, 13.0]
 STEP = [0.0, 0.0, 0.0, 10.0]
 RAMP12 = [float(v) for v in range(12)]
 RAMP24 = [float(v) for v in range(24)]
+SQUARES10 = [float(v * v) for v in range(10)]
 
 # (name, mode, padding, align, input, input shape, grid, grid shape, out, dgrid, dinput)
 CASES = [
@@ -408,6 +409,37 @@ CASES = [
         [10, 12, 12],
         None,
         None,
+    ),
+    # One rounding in 2-D, two in 3-D (align_corners=False, W = 10, g one ulp below
+    # float32(0.7), u = g + 1 = 1.6999999): 2-D fma(u, 5, -0.5) = 7.99999952 (x lies left of
+    # pixel 8: the grid gradient takes the left difference, (64 - 49) * 5 = 75); 3-D
+    # u * 10 = 16.999999 rounds to 17, so x = (17 - 1) / 2 = 8 (the right difference,
+    # (81 - 64) * 5 = 85).
+    (
+        "29-2d-rounded-once",
+        "bilinear",
+        "zeros",
+        False,
+        SQUARES10,
+        (1, 1, 1, 10),
+        [0.6999999284744263, 0],
+        (1, 1, 1, 2),
+        [63.99999237060547],
+        [75, -31.999996185302734],
+        [0] * 7 + [4.76837158203125e-07, 0.9999995231628418, 0],
+    ),
+    (
+        "30-3d-rounded-twice",
+        "bilinear",
+        "zeros",
+        False,
+        SQUARES10,
+        (1, 1, 1, 1, 10),
+        [0.6999999284744263, 0, 0],
+        (1, 1, 1, 1, 3),
+        [64],
+        [85, -32, -32],
+        [0] * 8 + [1, 0],
     ),
 ]
 
