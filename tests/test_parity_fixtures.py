@@ -187,9 +187,13 @@ def test_half_dtypes(indices, part):
 
 
 PIXEL_GROUPS = groups(PIXEL, -1)  # (rank, mode, dtype, grid set)
+# Bicubic's value and derivatives are continuous at pixel positions (an ulp of the coordinate
+# moves them by about an ulp), so its groups run in the slow tier; the matrix's pixel grids
+# keep it in the quick one.
+QUICK_PIXEL = {k for k, _ in PIXEL_GROUPS if k.endswith("-float32-pixel0") and "bicubic" not in k}
 
 
-@in_parts(PIXEL_GROUPS, lambda k: k.endswith("-float32-pixel0"))
+@in_parts(PIXEL_GROUPS, lambda k: k in QUICK_PIXEL)
 def test_exact_pixel_positions(indices, part):
     """Grids on integer and half-integer pixel positions as users build them.
 
